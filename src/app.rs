@@ -1,0 +1,86 @@
+//! Wiring: the `memshift proxy` process from start to exit.
+//!
+//! Staged start-up — load config (done by the caller), bind every forwarder, bind HTTP,
+//! announce — then wait for the shutdown token, and stop in order: `/healthz` turns 503,
+//! forwarders drain under the grace period and are joined, HTTP stops, and only then is the
+//! ZMQ context dropped (dropping it with a socket open would block forever).
+
+use crate::config::Config;
+use crate::http::{self, Health};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Listening};
+use anyhow::Context as _;
+use serde::Serialize;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// The line printed on stdout once everything is bound, for supervisors and tests that asked
+/// for `*` ports.
+#[derive(Serialize)]
+struct Ready<'a> {
+    event: &'static str,
+    version: &'static str,
+    agents: &'a [Listening],
+    metrics: SocketAddr,
+}
+
+/// Runs the proxy until `shutdown` is cancelled, then shuts it down gracefully.
+///
+/// # Errors
+/// Start-up failed (a port is taken) or a forwarder failed.
+pub async fn run_proxy(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let ctx = zmq::Context::new();
+    let running = proxy::start(&ctx, &config, &metrics)?;
+    let listener = match TcpListener::bind(config.metrics.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            let grace = config.proxy.shutdown_grace;
+            tokio::task::spawn_blocking(move || running.shutdown(grace)).await??;
+            return Err(e).with_context(|| {
+                format!("binding the metrics endpoint {}", config.metrics.listen)
+            });
+        }
+    };
+    let metrics_addr = listener.local_addr()?;
+    let names = config.agents.iter().map(|a| a.name.clone()).collect();
+    let health = Arc::new(Health::new(metrics.clone(), names));
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn(http::serve(listener, health.clone(), http_stop.clone()));
+
+    let listening = running.listening();
+    for l in &listening {
+        info!(agent = %l.agent, listen = %l.endpoint, "listening");
+    }
+    info!(version = env!("CARGO_PKG_VERSION"), metrics = %metrics_addr, "memshift proxy ready");
+    announce(&Ready {
+        event: "ready",
+        version: env!("CARGO_PKG_VERSION"),
+        agents: &listening,
+        metrics: metrics_addr,
+    })?;
+
+    shutdown.cancelled().await;
+    health.set_draining();
+    let grace = config.proxy.shutdown_grace;
+    let forwarders = tokio::task::spawn_blocking(move || running.shutdown(grace)).await?;
+    http_stop.cancel();
+    let served = http_task.await?;
+    tokio::task::spawn_blocking(move || drop(ctx)).await?;
+    forwarders?;
+    served.context("metrics endpoint")?;
+    info!("memshift proxy stopped");
+    Ok(())
+}
+
+fn announce(ready: &Ready) -> anyhow::Result<()> {
+    let line = serde_json::to_string(ready)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}

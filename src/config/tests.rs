@@ -1,0 +1,160 @@
+use super::*;
+
+fn parse(toml: &str) -> Result<Config, ConfigErrors> {
+    let figment = Figment::new().merge(Toml::string(toml));
+    from_figment(&figment, "test.toml".to_owned())
+}
+
+const MINIMAL: &str = r#"
+[[agents]]
+name = "jarvis"
+profile = "jarvis_memory"
+listen = "tcp://0.0.0.0:5598"
+legacy = "tcp://127.0.0.1:15598"
+"#;
+
+#[test]
+fn minimal_file_gets_documented_defaults() {
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(config.proxy, ProxySettings::default());
+    assert_eq!(config.metrics.listen.to_string(), "127.0.0.1:9464");
+    assert_eq!(config.log, LogSettings::default());
+    let agent = &config.agents[0];
+    assert_eq!(agent.profile, Profile::JarvisMemory);
+    assert_eq!(agent.legacy_timeout, Duration::from_secs(30));
+    assert_eq!(agent.guard, GuardPolicy::default());
+}
+
+#[test]
+fn every_key_is_read() {
+    let config = parse(
+        r#"
+[proxy]
+shutdown_grace = "3s"
+max_in_flight = 64
+linger = "250ms"
+heartbeat_interval = "1s"
+heartbeat_timeout = "4s"
+[metrics]
+listen = "0.0.0.0:9000"
+[log]
+level = "memshift=debug"
+format = "json"
+[[agents]]
+name = "session_memory"
+profile = "session_memory"
+listen = "tcp://*:5574"
+legacy = "tcp://legacy-host:15574"
+legacy_timeout = "2s"
+[agents.guard]
+multipart = false
+non_json = true
+"#,
+    )
+    .expect("valid");
+    assert_eq!(config.proxy.shutdown_grace, Duration::from_secs(3));
+    assert_eq!(config.proxy.max_in_flight, 64);
+    assert_eq!(config.proxy.linger, Duration::from_millis(250));
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.metrics.listen.port(), 9000);
+    let agent = &config.agents[0];
+    assert_eq!(agent.listen.as_str(), "tcp://*:5574");
+    assert_eq!(agent.legacy_timeout, Duration::from_secs(2));
+    assert_eq!(
+        agent.guard,
+        GuardPolicy {
+            multipart: false,
+            non_json: true
+        }
+    );
+}
+
+#[test]
+fn all_mistakes_are_reported_at_once_with_their_path() {
+    let err = parse(
+        r#"
+[proxy]
+shutdown_grace = "soon"
+colour = "blue"
+[[agents]]
+name = "jarvis"
+profile = "jarvis"
+listen = "tcp://0.0.0.0:5598"
+legacy = "tcp://127.0.0.1"
+[[agents]]
+name = "jarvis"
+profile = "session_memory"
+listen = "tcp://0.0.0.0:5598"
+"#,
+    )
+    .expect_err("invalid");
+    let paths: Vec<_> = err.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "proxy.shutdown_grace",
+            "proxy.colour",
+            "agents[0].profile",
+            "agents[0].legacy",
+            "agents[1].legacy",
+        ],
+        "{err}"
+    );
+    assert!(err.0.iter().all(|e| e.origin == "test.toml"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("5 errors in the configuration:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicates_are_rejected() {
+    let twice = format!("{MINIMAL}{MINIMAL}");
+    let err = parse(&twice).expect_err("duplicate");
+    let paths: Vec<_> = err.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["agents[1].name", "agents[1].listen"], "{err}");
+}
+
+#[test]
+fn no_agents_is_an_error() {
+    let err = parse("[proxy]\nlinger = \"1s\"\n").expect_err("no agents");
+    assert_eq!(err.0[0].path, "agents");
+}
+
+#[test]
+fn wrong_types_are_reported_not_coerced() {
+    let err = parse(&format!("{MINIMAL}[agents.guard]\nmultipart = \"yes\"\n")).expect_err("type");
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert_eq!(err.0[0].path, "agents[0].guard.multipart");
+    let err = parse(&format!("[proxy]\nmax_in_flight = 0\n{MINIMAL}")).expect_err("range");
+    assert_eq!(err.0[0].path, "proxy.max_in_flight");
+}
+
+#[test]
+fn endpoints_are_checked_for_their_role() {
+    let ok_bind = [
+        "tcp://*:5574",
+        "tcp://0.0.0.0:*",
+        "tcp://[::1]:80",
+        "ipc:///tmp/x",
+        "inproc://a",
+    ];
+    for e in ok_bind {
+        assert!(Endpoint::parse_bind(e).is_ok(), "{e}");
+    }
+    let bad = [
+        "tcp://host",
+        "tcp://:80",
+        "tcp://h:0",
+        "tcp://h:99999",
+        "udp://h:1",
+        "h:1",
+        "ipc://",
+    ];
+    for e in bad {
+        assert!(Endpoint::parse_bind(e).is_err(), "{e}");
+        assert!(Endpoint::parse_connect(e).is_err(), "{e}");
+    }
+    assert!(Endpoint::parse_connect("tcp://127.0.0.1:*").is_err());
+}

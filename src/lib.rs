@@ -1,0 +1,37 @@
+//! memshift: moves a voice assistant's memory off three legacy ZeroMQ services onto one
+//! Memory Orchestrator, without changing the agents that use them.
+//!
+//! # Module map
+//! Pure logic at the bottom, I/O in the middle, wiring at the top; lower modules never
+//! import higher ones.
+//! - bottom: [`pyjson`] (Python `json.dumps` bytes), [`profile`] (the legacy protocols'
+//!   action tables and error shapes), [`classify`] (read / write / other), [`guard`] (what
+//!   must never reach an agent), [`config`] (loading and validation).
+//! - middle: [`proxy`] (the forwarding threads), [`metrics`], [`http`] (`/metrics`,
+//!   `/healthz`), [`telemetry`], [`shutdown`].
+//! - top: [`app`] (the `memshift proxy` process); the binary in `src/main.rs` is the CLI.
+//!
+//! # The life of one request through the proxy
+//! 1. A client's REQ or DEALER sends one frame to the agent's old port, where the proxy's
+//!    ROUTER receives `[identity…, "", body]` on the agent's forwarding thread.
+//! 2. [`classify`] reads the body's `action` with the agent's [`profile::Profile`].
+//! 3. [`guard`] answers a request that would crash the agent (multipart) in the agent's own
+//!    error shape; it never reaches the agent.
+//! 4. Otherwise the envelope is parked in the in-flight table under a token, and
+//!    `[token, "", body]` goes to the legacy agent through a DEALER.
+//! 5. The agent's REP returns `[token, "", reply]`; the token finds the envelope and the
+//!    reply's bytes go back to the client untouched. Latency, outcome and the time memshift
+//!    added are counted in [`metrics`].
+//! 6. No reply within `legacy_timeout`: the request is counted as timed out and forgotten.
+
+pub mod app;
+pub mod classify;
+pub mod config;
+pub mod guard;
+pub mod http;
+pub mod metrics;
+pub mod profile;
+pub mod proxy;
+pub mod pyjson;
+pub mod shutdown;
+pub mod telemetry;

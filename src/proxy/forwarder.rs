@@ -1,0 +1,477 @@
+//! One agent's forwarding thread: ROUTER toward clients, DEALER toward the legacy agent.
+//!
+//! The thread owns its sockets for their whole life and sleeps in `zmq::poll` on the two
+//! sockets, the legacy socket's monitor, and the control pipe. Frames move as
+//! `zmq::Message`s, never copied. The client's routing envelope (everything up to the empty
+//! delimiter, so REQ, DEALER and REQ_CORRELATE clients all work) stays here in the
+//! in-flight table; the legacy agent sees `[token, "", body]` and its REP socket returns
+//! the token with the reply.
+//!
+//! Backpressure on the primary path, never loss: the frontend is read only while fewer than
+//! `max_in_flight` requests are out and the legacy socket accepted the last one. Replies to
+//! a client that has gone are counted and dropped, as libzmq's own proxy would drop them.
+
+use super::control::{Command, ControlReceiver};
+use super::inflight::{InFlight, Pending};
+use crate::classify::{self, Classified};
+use crate::config::{AgentConfig, ProxySettings};
+use crate::guard;
+use crate::metrics::{AgentMetrics, ConnectionEvent, Outcome};
+use crate::profile::Profile;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use zmq::{Message, Socket};
+
+/// At most this many messages are taken from one socket per wake-up, so that a flood on
+/// one side cannot starve the other.
+const BATCH: usize = 256;
+
+/// The sockets and state of one forwarder. Built on its own thread by [`Forwarder::open`].
+pub struct Forwarder {
+    name: String,
+    profile: Profile,
+    guard: guard::GuardPolicy,
+    max_in_flight: usize,
+    frontend: Socket,
+    backend: Socket,
+    monitor: Socket,
+    control: ControlReceiver,
+    pending: InFlight<Vec<Message>>,
+    /// A request the legacy socket would not take (its queue was full): retried when it
+    /// becomes writable; meanwhile no new request is read.
+    stalled: Option<(u64, Vec<Message>, Pending<Vec<Message>>)>,
+    next_token: u64,
+    /// Set once a drain starts: no new requests; exit when in-flight is empty or at this time.
+    drain_deadline: Option<Instant>,
+    metrics: AgentMetrics,
+}
+
+/// What [`Forwarder::open`] reports once bound.
+pub struct Bound {
+    /// The listen endpoint as bound (a `*` port resolved to the real one).
+    pub endpoint: String,
+}
+
+impl Forwarder {
+    /// Creates, configures, binds and connects the sockets.
+    ///
+    /// # Errors
+    /// A socket option or the bind failed (the port is taken, the address is invalid).
+    pub fn open(
+        ctx: &zmq::Context,
+        agent: &AgentConfig,
+        settings: &ProxySettings,
+        control: ControlReceiver,
+        metrics: AgentMetrics,
+    ) -> zmq::Result<(Forwarder, Bound)> {
+        let linger = millis(settings.linger);
+        let frontend = ctx.socket(zmq::ROUTER)?;
+        frontend.set_linger(linger)?;
+        // Report a reply to a vanished client instead of dropping it silently.
+        frontend.set_router_mandatory(true)?;
+        set_heartbeat(&frontend, settings)?;
+        frontend.bind(agent.listen.as_str())?;
+        let endpoint = frontend
+            .get_last_endpoint()?
+            .unwrap_or_else(|_| agent.listen.to_string());
+
+        let backend = ctx.socket(zmq::DEALER)?;
+        backend.set_linger(linger)?;
+        set_heartbeat(&backend, settings)?;
+        let monitor_endpoint = format!("inproc://memshift-monitor-{}-{}", agent.name, unique());
+        let events = zmq::SocketEvent::CONNECTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+        backend.monitor(&monitor_endpoint, events)?;
+        let monitor = ctx.socket(zmq::PAIR)?;
+        monitor.set_linger(0)?;
+        monitor.connect(&monitor_endpoint)?;
+        backend.connect(agent.legacy.as_str())?;
+
+        let forwarder = Forwarder {
+            name: agent.name.clone(),
+            profile: agent.profile,
+            guard: agent.guard,
+            max_in_flight: settings.max_in_flight,
+            frontend,
+            backend,
+            monitor,
+            control,
+            pending: InFlight::new(agent.legacy_timeout),
+            stalled: None,
+            next_token: 0,
+            drain_deadline: None,
+            metrics,
+        };
+        Ok((forwarder, Bound { endpoint }))
+    }
+
+    /// Forwards until a drain completes. Sockets close (with their bounded linger) when
+    /// `self` drops at the end, on this thread.
+    ///
+    /// # Errors
+    /// Only an unexpected ZMQ failure (not EINTR, not EAGAIN), which ends the forwarder.
+    pub fn run(mut self) -> zmq::Result<()> {
+        info!(agent = %self.name, "forwarding");
+        loop {
+            let now = Instant::now();
+            self.expire(now);
+            if self.finished(now) {
+                break;
+            }
+            let accepting = self.drain_deadline.is_none()
+                && self.stalled.is_none()
+                && self.pending.len() < self.max_in_flight;
+            let ready = match self.poll(accepting, now) {
+                Ok(ready) => ready,
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(e),
+            };
+            if ready.control {
+                self.on_control();
+            }
+            if ready.monitor {
+                self.on_monitor_events();
+            }
+            if ready.backend_in {
+                self.on_legacy_replies()?;
+            }
+            if ready.backend_out {
+                self.retry_stalled()?;
+            }
+            if ready.frontend_in {
+                self.on_client_requests()?;
+            }
+            self.metrics.in_flight.set(self.pending.len() as i64);
+        }
+        self.log_abandoned();
+        Ok(())
+    }
+
+    fn poll(&mut self, accepting: bool, now: Instant) -> zmq::Result<Ready> {
+        let timeout = self.poll_timeout(now);
+        let backend_events = if self.stalled.is_some() {
+            zmq::POLLIN | zmq::POLLOUT
+        } else {
+            zmq::POLLIN
+        };
+        let frontend_events = if accepting {
+            zmq::POLLIN
+        } else {
+            zmq::PollEvents::empty()
+        };
+        let mut items = [
+            zmq::PollItem::from_fd(self.control.fd(), zmq::POLLIN),
+            self.monitor.as_poll_item(zmq::POLLIN),
+            self.backend.as_poll_item(backend_events),
+            self.frontend.as_poll_item(frontend_events),
+        ];
+        zmq::poll(&mut items, timeout)?;
+        Ok(Ready {
+            control: items[0].is_readable(),
+            monitor: items[1].is_readable(),
+            backend_in: items[2].is_readable(),
+            backend_out: items[2].is_writable(),
+            frontend_in: items[3].is_readable(),
+        })
+    }
+
+    /// Until the next deadline (a request timing out, the drain ending), or forever.
+    fn poll_timeout(&mut self, now: Instant) -> i64 {
+        let next = [self.pending.next_deadline(), self.drain_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        match next {
+            // Round up so that the deadline has passed when poll returns.
+            Some(t) => (t.saturating_duration_since(now).as_micros().div_ceil(1000)) as i64,
+            None => -1,
+        }
+    }
+
+    fn finished(&self, now: Instant) -> bool {
+        match self.drain_deadline {
+            None => false,
+            Some(deadline) => {
+                (self.pending.is_empty() && self.stalled.is_none()) || now >= deadline
+            }
+        }
+    }
+
+    fn on_control(&mut self) {
+        for command in self.control.drain() {
+            match command {
+                Command::Drain { grace } => {
+                    if self.drain_deadline.is_none() {
+                        info!(agent = %self.name, in_flight = self.pending.len(), "draining");
+                        self.drain_deadline = Some(Instant::now() + grace);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_client_requests(&mut self) -> zmq::Result<()> {
+        for _ in 0..BATCH {
+            if self.stalled.is_some() || self.pending.len() >= self.max_in_flight {
+                break;
+            }
+            let Some(frames) = recv_message(&self.frontend)? else {
+                break;
+            };
+            self.on_client_request(frames, Instant::now())?;
+        }
+        Ok(())
+    }
+
+    fn on_client_request(
+        &mut self,
+        mut frames: Vec<Message>,
+        received: Instant,
+    ) -> zmq::Result<()> {
+        // The envelope ends at the first empty frame; a REP agent silently drops a message
+        // without one, and so do we (counted).
+        let Some(delimiter) = frames.iter().position(|f| f.is_empty()) else {
+            self.metrics.malformed.inc();
+            return Ok(());
+        };
+        let body = frames.split_off(delimiter + 1);
+        let envelope = frames;
+        if body.is_empty() {
+            self.metrics.malformed.inc();
+            return Ok(());
+        }
+        let classified = classify::classify(self.profile, &body[0]);
+        let slot = classified.slot(self.profile);
+        if let Some(refusal) = guard::check(self.guard, body.len(), &classified) {
+            return self.refuse(envelope, &body, slot, refusal);
+        }
+        debug!(agent = %self.name, action = action_name(self.profile, &classified), "request");
+        let token = self.next_token;
+        self.next_token += 1;
+        let pending = Pending {
+            envelope,
+            slot,
+            received,
+            forwarded: received,
+        };
+        self.forward(token, body, pending)
+    }
+
+    fn refuse(
+        &mut self,
+        envelope: Vec<Message>,
+        body: &[Message],
+        slot: usize,
+        refusal: guard::Refusal,
+    ) -> zmq::Result<()> {
+        let reply = guard::reply(self.profile, refusal, &body[0]);
+        warn!(agent = %self.name, reason = refusal.as_label(), frames = body.len(), "guard refused a request");
+        self.metrics.guard_rejection(refusal);
+        let outcome = match send_reply(&self.frontend, envelope, vec![Message::from(reply)])? {
+            true => Outcome::Refused,
+            false => Outcome::Undeliverable,
+        };
+        self.metrics.request(slot, outcome);
+        Ok(())
+    }
+
+    /// Sends `[token, "", body…]` to the legacy agent, or stalls it if the socket is full.
+    fn forward(
+        &mut self,
+        token: u64,
+        body: Vec<Message>,
+        mut pending: Pending<Vec<Message>>,
+    ) -> zmq::Result<()> {
+        let mut frames = Vec::with_capacity(body.len() + 2);
+        frames.push(Message::from(&token.to_le_bytes()[..]));
+        frames.push(Message::new());
+        frames.extend(body);
+        match send_message(&self.backend, frames)? {
+            None => {
+                pending.forwarded = Instant::now();
+                self.pending.insert(token, pending);
+            }
+            Some(frames) => self.stalled = Some((token, frames, pending)),
+        }
+        Ok(())
+    }
+
+    fn retry_stalled(&mut self) -> zmq::Result<()> {
+        if let Some((token, frames, mut pending)) = self.stalled.take() {
+            match send_message(&self.backend, frames)? {
+                None => {
+                    pending.forwarded = Instant::now();
+                    self.pending.insert(token, pending);
+                }
+                Some(frames) => self.stalled = Some((token, frames, pending)),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_legacy_replies(&mut self) -> zmq::Result<()> {
+        for _ in 0..BATCH {
+            let Some(frames) = recv_message(&self.backend)? else {
+                break;
+            };
+            self.on_legacy_reply(frames, Instant::now())?;
+        }
+        Ok(())
+    }
+
+    fn on_legacy_reply(&mut self, mut frames: Vec<Message>, received: Instant) -> zmq::Result<()> {
+        let token = match frames.first().map(|f| <[u8; 8]>::try_from(&f[..])) {
+            Some(Ok(bytes)) if frames.len() >= 3 && frames[1].is_empty() => {
+                u64::from_le_bytes(bytes)
+            }
+            _ => {
+                warn!(agent = %self.name, frames = frames.len(), "unexpected message from the legacy agent");
+                return Ok(());
+            }
+        };
+        let Some(pending) = self.pending.take(token) else {
+            self.metrics.late_replies.inc();
+            return Ok(());
+        };
+        let reply = frames.split_off(2);
+        let delivered = send_reply(&self.frontend, pending.envelope, reply)?;
+        let sent = Instant::now();
+        let outcome = if delivered {
+            Outcome::Answered
+        } else {
+            Outcome::Undeliverable
+        };
+        self.metrics.request(pending.slot, outcome);
+        self.metrics
+            .legacy_latency(pending.slot, (received - pending.forwarded).as_secs_f64());
+        let added = (pending.forwarded - pending.received) + (sent - received);
+        self.metrics.proxy_added.observe(added.as_secs_f64());
+        Ok(())
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let timed_out = self.pending.expire(now);
+        for p in &timed_out {
+            self.metrics.request(p.slot, Outcome::Timeout);
+            self.metrics.legacy_timeouts.inc();
+        }
+        if !timed_out.is_empty() {
+            warn!(agent = %self.name, count = timed_out.len(), "legacy agent did not answer in time");
+        }
+    }
+
+    fn on_monitor_events(&mut self) {
+        while let Ok(Some(frames)) = recv_message(&self.monitor) {
+            let Some(event) = frames.first().filter(|f| f.len() >= 2) else {
+                continue;
+            };
+            let id = u16::from_le_bytes([event[0], event[1]]);
+            if id == zmq::SocketEvent::CONNECTED as u16 {
+                info!(agent = %self.name, "connected to the legacy agent");
+                self.metrics.connection_event(ConnectionEvent::Connected);
+                self.metrics.legacy_connected.set(1);
+            } else if id == zmq::SocketEvent::DISCONNECTED as u16 {
+                warn!(agent = %self.name, in_flight = self.pending.len(), "legacy agent disconnected");
+                self.metrics.connection_event(ConnectionEvent::Disconnected);
+                self.metrics.legacy_connected.set(0);
+            }
+        }
+    }
+
+    fn log_abandoned(&self) {
+        let left = self.pending.len() + usize::from(self.stalled.is_some());
+        if left > 0 {
+            warn!(agent = %self.name, requests = left, "grace period over: requests left unanswered");
+        }
+        info!(agent = %self.name, "forwarder stopped");
+    }
+}
+
+struct Ready {
+    control: bool,
+    monitor: bool,
+    backend_in: bool,
+    backend_out: bool,
+    frontend_in: bool,
+}
+
+fn action_name(profile: Profile, classified: &Classified) -> &'static str {
+    classify::action_labels(profile)
+        .nth(classified.slot(profile))
+        .map_or("?", |(name, _)| name)
+}
+
+/// Receives one whole multipart message without waiting; `None` when there is none.
+fn recv_message(socket: &Socket) -> zmq::Result<Option<Vec<Message>>> {
+    let mut frames = Vec::with_capacity(4);
+    loop {
+        let mut frame = Message::new();
+        // Only the first frame can be missing: the rest of a message arrives with it.
+        let flags = if frames.is_empty() { zmq::DONTWAIT } else { 0 };
+        match socket.recv(&mut frame, flags) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) if frames.is_empty() => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let more = frame.get_more();
+        frames.push(frame);
+        if !more {
+            return Ok(Some(frames));
+        }
+    }
+}
+
+/// Sends a multipart message without waiting. `Some(frames)` back when the socket could not
+/// take it now (its queue is full); once the first frame is accepted the rest always is.
+fn send_message(socket: &Socket, frames: Vec<Message>) -> zmq::Result<Option<Vec<Message>>> {
+    let last = frames.len() - 1;
+    let mut frames = frames.into_iter().enumerate().peekable();
+    while let Some((i, frame)) = frames.next() {
+        let flags = zmq::DONTWAIT | if i < last { zmq::SNDMORE } else { 0 };
+        if i == 0 {
+            // Keep a copy of the first frame: a refused send consumes the message.
+            let first = Message::from(&frame[..]);
+            match socket.send(frame, flags) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) => {
+                    let mut back = vec![first];
+                    back.extend(frames.map(|(_, f)| f));
+                    return Ok(Some(back));
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            socket.send(frame, flags)?;
+        }
+    }
+    Ok(None)
+}
+
+/// Sends `envelope + reply` to a client through the ROUTER. `false` when the client is
+/// gone (EHOSTUNREACH under ROUTER_MANDATORY) or not reading (its queue is full).
+fn send_reply(frontend: &Socket, envelope: Vec<Message>, reply: Vec<Message>) -> zmq::Result<bool> {
+    let mut frames = envelope;
+    frames.extend(reply);
+    match send_message(frontend, frames) {
+        Ok(None) => Ok(true),
+        Ok(Some(_)) | Err(zmq::Error::EHOSTUNREACH) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn set_heartbeat(socket: &Socket, settings: &ProxySettings) -> zmq::Result<()> {
+    socket.set_heartbeat_ivl(millis(settings.heartbeat_interval))?;
+    socket.set_heartbeat_timeout(millis(settings.heartbeat_timeout))?;
+    // Ask the peer to drop us too if our heartbeats stop (e.g. the proxy froze).
+    socket.set_heartbeat_ttl(millis(settings.heartbeat_timeout))
+}
+
+fn millis(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+/// A process-wide counter, so inproc names never collide (tests run many proxies).
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

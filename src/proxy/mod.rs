@@ -1,0 +1,156 @@
+//! The transparent proxy: one forwarding thread per configured legacy agent.
+//!
+//! [`start`] opens every forwarder on its own named thread and returns once all are bound
+//! (or the first bind error), so the caller can announce readiness or fail fast.
+//! [`RunningProxy::shutdown`] drains them under a grace period and joins the threads; only
+//! after that may the ZMQ context be dropped.
+
+mod control;
+mod forwarder;
+mod inflight;
+
+use crate::config::{AgentConfig, Config};
+use crate::metrics::Metrics;
+use anyhow::{Context as _, anyhow};
+use control::{Command, ControlSender};
+use forwarder::Forwarder;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Forwarders that are running.
+pub struct RunningProxy {
+    agents: Vec<RunningAgent>,
+}
+
+struct RunningAgent {
+    name: String,
+    endpoint: String,
+    control: ControlSender,
+    thread: JoinHandle<zmq::Result<()>>,
+}
+
+/// One agent's bound listen endpoint, as announced at start-up.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Listening {
+    pub agent: String,
+    pub endpoint: String,
+}
+
+/// Starts a forwarder for every agent of `config`.
+///
+/// # Errors
+/// A socket could not be created or bound; forwarders already started are stopped.
+pub fn start(
+    ctx: &zmq::Context,
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<RunningProxy> {
+    let mut proxy = RunningProxy { agents: Vec::new() };
+    for agent in &config.agents {
+        match start_agent(ctx, config, agent, metrics) {
+            Ok(running) => proxy.agents.push(running),
+            Err(e) => {
+                proxy.stop_now();
+                return Err(e);
+            }
+        }
+    }
+    Ok(proxy)
+}
+
+fn start_agent(
+    ctx: &zmq::Context,
+    config: &Config,
+    agent: &AgentConfig,
+    metrics: &Metrics,
+) -> anyhow::Result<RunningAgent> {
+    let (control, control_rx) = control::channel().context("creating the control pipe")?;
+    let (bound_tx, bound_rx) = mpsc::sync_channel(1);
+    let ctx = ctx.clone();
+    let settings = config.proxy.clone();
+    let agent_metrics = metrics.agent(agent);
+    let spec = agent.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("zmq-{}", agent.name))
+        .spawn(
+            move || match Forwarder::open(&ctx, &spec, &settings, control_rx, agent_metrics) {
+                Ok((forwarder, bound)) => {
+                    let _ = bound_tx.send(Ok(bound.endpoint));
+                    forwarder.run()
+                }
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e));
+                    Ok(())
+                }
+            },
+        )
+        .context("spawning a forwarding thread")?;
+    let endpoint = bound_rx
+        .recv()
+        .map_err(|_| {
+            anyhow!(
+                "the forwarding thread of {} died while starting",
+                agent.name
+            )
+        })?
+        .with_context(|| format!("agent {}: binding {}", agent.name, agent.listen))?;
+    Ok(RunningAgent {
+        name: agent.name.clone(),
+        endpoint,
+        control,
+        thread,
+    })
+}
+
+impl RunningProxy {
+    /// Where each agent listens, with `*` ports resolved.
+    pub fn listening(&self) -> Vec<Listening> {
+        self.agents
+            .iter()
+            .map(|a| Listening {
+                agent: a.name.clone(),
+                endpoint: a.endpoint.clone(),
+            })
+            .collect()
+    }
+
+    /// Stops reading new requests, lets in-flight ones finish for at most `grace`, and joins
+    /// every forwarding thread.
+    ///
+    /// # Errors
+    /// A forwarder ended with a ZMQ error or panicked (all are joined regardless).
+    pub fn shutdown(mut self, grace: Duration) -> anyhow::Result<()> {
+        for agent in &self.agents {
+            agent.control.send(Command::Drain { grace });
+        }
+        self.join_all()
+    }
+
+    fn stop_now(&mut self) {
+        for agent in &self.agents {
+            agent.control.send(Command::Drain {
+                grace: Duration::ZERO,
+            });
+        }
+        if let Err(e) = self.join_all() {
+            tracing::error!("stopping forwarders: {e:#}");
+        }
+    }
+
+    fn join_all(&mut self) -> anyhow::Result<()> {
+        let mut failures = Vec::new();
+        for agent in self.agents.drain(..) {
+            match agent.thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(format!("{}: {e}", agent.name)),
+                Err(_) => failures.push(format!("{}: forwarding thread panicked", agent.name)),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("forwarders failed: {}", failures.join("; ")))
+        }
+    }
+}

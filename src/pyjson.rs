@@ -1,0 +1,192 @@
+//! JSON text exactly as Python's `json.dumps` writes it with its defaults.
+//!
+//! The legacy agents answer with `json.dumps(reply)`: `ensure_ascii=True` (every non-ASCII
+//! character as `\uXXXX`, characters outside the BMP as a surrogate pair), separators
+//! `", "` and `": "`, keys in insertion order, floats in Python's `repr`. Whenever memshift
+//! itself has to answer a legacy client (the guard today, orchestrator-served reads later),
+//! it must produce the very bytes the agent would have, so clients that compare or log the
+//! raw text see no difference. `serde_json` is built with `preserve_order`, so a
+//! [`serde_json::Value`] keeps the key order it was built or parsed with.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+/// Encodes `value` as `json.dumps(value)` would.
+pub fn dumps(value: &Value) -> String {
+    let mut out = String::with_capacity(64);
+    write_value(&mut out, value);
+    out
+}
+
+fn write_value(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                write!(out, "{i}").expect("writing to a String cannot fail");
+            } else if let Some(u) = n.as_u64() {
+                write!(out, "{u}").expect("writing to a String cannot fail");
+            } else {
+                out.push_str(&float_repr(n.as_f64().unwrap_or(f64::NAN)));
+            }
+        }
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_str(out, key);
+                out.push_str(": ");
+                write_value(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A string literal with Python's `ensure_ascii` escaping.
+fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    write!(out, "\\u{unit:04x}").expect("writing to a String cannot fail");
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// Python's `repr(float)`: the shortest digits that round-trip, in positional notation for
+/// decimal exponents from -4 to 15 and in scientific notation (`1e+16`, `1.5e-05`) outside.
+pub fn float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".to_owned();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
+    }
+    // Rust's `{:e}` prints the shortest round-trip digits too: "-1.2345e-7", "1e16".
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
+    let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if (-4..16).contains(&exp) {
+        positional(sign, &digits, exp)
+    } else {
+        let (head, tail) = digits.split_at(1);
+        let frac = if tail.is_empty() {
+            String::new()
+        } else {
+            format!(".{tail}")
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{head}{frac}e{esign}{:02}", exp.abs())
+    }
+}
+
+fn positional(sign: &str, digits: &str, exp: i32) -> String {
+    let n = digits.len() as i32;
+    if exp < 0 {
+        let zeros = "0".repeat((-exp - 1) as usize);
+        format!("{sign}0.{zeros}{digits}")
+    } else if exp + 1 >= n {
+        let zeros = "0".repeat((exp + 1 - n) as usize);
+        format!("{sign}{digits}{zeros}.0")
+    } else {
+        let (int, frac) = digits.split_at((exp + 1) as usize);
+        format!("{sign}{int}.{frac}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn separators_and_key_order_follow_python() {
+        let v: Value = serde_json::from_str(r#"{"status":"ok","b":[1,2,{"z":null,"a":true}]}"#)
+            .expect("valid json");
+        assert_eq!(
+            dumps(&v),
+            r#"{"status": "ok", "b": [1, 2, {"z": null, "a": true}]}"#
+        );
+        assert_eq!(dumps(&json!({})), "{}");
+        assert_eq!(dumps(&json!([])), "[]");
+    }
+
+    #[test]
+    fn non_ascii_is_escaped_like_ensure_ascii() {
+        // Expected strings are what CPython 3.11 prints for json.dumps(...).
+        let cases = [
+            ("é", r#""\u00e9""#),
+            ("日本", r#""\u65e5\u672c""#),
+            ("🎉", r#""\ud83c\udf89""#),
+            ("a\"b\\c", r#""a\"b\\c""#),
+            ("\n\r\t\u{8}\u{c}", r#""\n\r\t\b\f""#),
+            ("\u{1}\u{1f}\u{7f}", r#""\u0001\u001f\u007f""#),
+            ("/", r#""/""#),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(dumps(&json!(input)), expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn floats_use_python_repr() {
+        // Expected strings are CPython's repr() of the same float.
+        let cases = [
+            (1763934484.818728, "1763934484.818728"),
+            (0.5, "0.5"),
+            (1.0, "1.0"),
+            (123.0, "123.0"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (1234567890123456.0, "1234567890123456.0"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (-2.5, "-2.5"),
+            (1e300, "1e+300"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (-0.0, "-0.0"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(float_repr(input), expected, "float {input:e}");
+        }
+        assert_eq!(dumps(&json!({"t": 1.0, "n": -7})), r#"{"t": 1.0, "n": -7}"#);
+    }
+}
