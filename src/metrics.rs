@@ -63,6 +63,7 @@ pub struct Metrics {
     malformed: IntCounterVec,
     legacy_connection_events: IntCounterVec,
     legacy_connected: IntGaugeVec,
+    client_connections: IntGaugeVec,
 }
 
 /// Latency buckets for a backend round trip: 100 µs to 30 s.
@@ -147,6 +148,12 @@ impl Metrics {
                 "1 while the link to the legacy agent is up.",
                 &["agent"],
             ),
+            client_connections: gauge_vec(
+                &registry,
+                "memshift_client_connections",
+                "Client connections currently open on the agent's listen endpoint.",
+                &["agent"],
+            ),
             registry,
         };
         let build = gauge_vec(
@@ -208,6 +215,7 @@ impl Metrics {
                     .with_label_values(&[name, e.as_label()])
             }),
             legacy_connected: self.legacy_connected.with_label_values(&[name]),
+            client_connections: self.client_connections.with_label_values(&[name]),
         }
     }
 }
@@ -262,6 +270,7 @@ pub struct AgentMetrics {
     pub malformed: IntCounter,
     connection_events: [IntCounter; 2],
     pub legacy_connected: IntGauge,
+    pub client_connections: IntGauge,
 }
 
 impl AgentMetrics {

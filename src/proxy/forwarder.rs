@@ -34,7 +34,10 @@ pub struct Forwarder {
     max_in_flight: usize,
     frontend: Socket,
     backend: Socket,
-    monitor: Socket,
+    /// Connection events of the frontend (clients coming and going).
+    frontend_monitor: Socket,
+    /// Connection events of the backend (the legacy link going up and down).
+    backend_monitor: Socket,
     control: ControlReceiver,
     pending: InFlight<Vec<Message>>,
     /// A request the legacy socket would not take (its queue was full): retried when it
@@ -70,6 +73,8 @@ impl Forwarder {
         // Report a reply to a vanished client instead of dropping it silently.
         frontend.set_router_mandatory(true)?;
         set_heartbeat(&frontend, settings)?;
+        let frontend_monitor = monitor(ctx, &frontend, &agent.name, "frontend",
+            zmq::SocketEvent::ACCEPTED as i32 | zmq::SocketEvent::DISCONNECTED as i32)?;
         frontend.bind(agent.listen.as_str())?;
         let endpoint = frontend
             .get_last_endpoint()?
@@ -78,12 +83,8 @@ impl Forwarder {
         let backend = ctx.socket(zmq::DEALER)?;
         backend.set_linger(linger)?;
         set_heartbeat(&backend, settings)?;
-        let monitor_endpoint = format!("inproc://memshift-monitor-{}-{}", agent.name, unique());
-        let events = zmq::SocketEvent::CONNECTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
-        backend.monitor(&monitor_endpoint, events)?;
-        let monitor = ctx.socket(zmq::PAIR)?;
-        monitor.set_linger(0)?;
-        monitor.connect(&monitor_endpoint)?;
+        let backend_monitor = monitor(ctx, &backend, &agent.name, "backend",
+            zmq::SocketEvent::CONNECTED as i32 | zmq::SocketEvent::DISCONNECTED as i32)?;
         backend.connect(agent.legacy.as_str())?;
 
         let forwarder = Forwarder {
@@ -93,7 +94,8 @@ impl Forwarder {
             max_in_flight: settings.max_in_flight,
             frontend,
             backend,
-            monitor,
+            frontend_monitor,
+            backend_monitor,
             control,
             pending: InFlight::new(agent.legacy_timeout),
             stalled: None,
@@ -114,6 +116,7 @@ impl Forwarder {
         loop {
             let now = Instant::now();
             self.expire(now);
+            self.metrics.in_flight.set(self.pending.len() as i64);
             if self.finished(now) {
                 break;
             }
@@ -128,8 +131,11 @@ impl Forwarder {
             if ready.control {
                 self.on_control();
             }
-            if ready.monitor {
-                self.on_monitor_events();
+            if ready.frontend_monitor {
+                self.on_client_connection_events();
+            }
+            if ready.backend_monitor {
+                self.on_legacy_connection_events();
             }
             if ready.backend_in {
                 self.on_legacy_replies()?;
@@ -140,7 +146,6 @@ impl Forwarder {
             if ready.frontend_in {
                 self.on_client_requests()?;
             }
-            self.metrics.in_flight.set(self.pending.len() as i64);
         }
         self.log_abandoned();
         Ok(())
@@ -160,17 +165,19 @@ impl Forwarder {
         };
         let mut items = [
             zmq::PollItem::from_fd(self.control.fd(), zmq::POLLIN),
-            self.monitor.as_poll_item(zmq::POLLIN),
+            self.frontend_monitor.as_poll_item(zmq::POLLIN),
+            self.backend_monitor.as_poll_item(zmq::POLLIN),
             self.backend.as_poll_item(backend_events),
             self.frontend.as_poll_item(frontend_events),
         ];
         zmq::poll(&mut items, timeout)?;
         Ok(Ready {
             control: items[0].is_readable(),
-            monitor: items[1].is_readable(),
-            backend_in: items[2].is_readable(),
-            backend_out: items[2].is_writable(),
-            frontend_in: items[3].is_readable(),
+            frontend_monitor: items[1].is_readable(),
+            backend_monitor: items[2].is_readable(),
+            backend_in: items[3].is_readable(),
+            backend_out: items[3].is_writable(),
+            frontend_in: items[4].is_readable(),
         })
     }
 
@@ -359,17 +366,23 @@ impl Forwarder {
         }
     }
 
-    fn on_monitor_events(&mut self) {
-        while let Ok(Some(frames)) = recv_message(&self.monitor) {
-            let Some(event) = frames.first().filter(|f| f.len() >= 2) else {
-                continue;
-            };
-            let id = u16::from_le_bytes([event[0], event[1]]);
-            if id == zmq::SocketEvent::CONNECTED as u16 {
+    fn on_client_connection_events(&mut self) {
+        while let Some(event) = recv_event(&self.frontend_monitor) {
+            if event == zmq::SocketEvent::ACCEPTED as u16 {
+                self.metrics.client_connections.inc();
+            } else if event == zmq::SocketEvent::DISCONNECTED as u16 {
+                self.metrics.client_connections.dec();
+            }
+        }
+    }
+
+    fn on_legacy_connection_events(&mut self) {
+        while let Some(event) = recv_event(&self.backend_monitor) {
+            if event == zmq::SocketEvent::CONNECTED as u16 {
                 info!(agent = %self.name, "connected to the legacy agent");
                 self.metrics.connection_event(ConnectionEvent::Connected);
                 self.metrics.legacy_connected.set(1);
-            } else if id == zmq::SocketEvent::DISCONNECTED as u16 {
+            } else if event == zmq::SocketEvent::DISCONNECTED as u16 {
                 warn!(agent = %self.name, in_flight = self.pending.len(), "legacy agent disconnected");
                 self.metrics.connection_event(ConnectionEvent::Disconnected);
                 self.metrics.legacy_connected.set(0);
@@ -388,7 +401,8 @@ impl Forwarder {
 
 struct Ready {
     control: bool,
-    monitor: bool,
+    frontend_monitor: bool,
+    backend_monitor: bool,
     backend_in: bool,
     backend_out: bool,
     frontend_in: bool,
@@ -398,6 +412,25 @@ fn action_name(profile: Profile, classified: &Classified) -> &'static str {
     classify::action_labels(profile)
         .nth(classified.slot(profile))
         .map_or("?", |(name, _)| name)
+}
+
+/// Attaches a monitor to `socket` for `events` and returns the PAIR socket that receives them.
+fn monitor(ctx: &zmq::Context, socket: &Socket, agent: &str, side: &str, events: i32) -> zmq::Result<Socket> {
+    let endpoint = format!("inproc://memshift-monitor-{agent}-{side}-{}", unique());
+    socket.monitor(&endpoint, events)?;
+    let pair = ctx.socket(zmq::PAIR)?;
+    pair.set_linger(0)?;
+    pair.connect(&endpoint)?;
+    Ok(pair)
+}
+
+/// The next queued monitor event, without waiting. A monitor message is
+/// `[u16 event id + u32 value, endpoint]`.
+/// (Compared as raw numbers: `SocketEvent::from_raw` panics on an event it does not know.)
+fn recv_event(monitor: &Socket) -> Option<u16> {
+    let frames = recv_message(monitor).ok()??;
+    let head = frames.first().filter(|f| f.len() >= 2)?;
+    Some(u16::from_le_bytes([head[0], head[1]]))
 }
 
 /// Receives one whole multipart message without waiting; `None` when there is none.
