@@ -46,7 +46,15 @@ fn thirty_two_interleaved_clients_never_get_each_others_replies() {
     }
     let text = proxy.metrics_text();
     let answered = |action| {
-        metric(&text, "memshift_requests_total", &[("agent", "jarvis"), ("action", action), ("outcome", "answered")])
+        metric(
+            &text,
+            "memshift_requests_total",
+            &[
+                ("agent", "jarvis"),
+                ("action", action),
+                ("outcome", "answered"),
+            ],
+        )
     };
     assert_eq!(answered("get_memories"), Some(16.0 * 200.0));
     assert_eq!(answered("add_memory"), Some(16.0 * 200.0));
@@ -56,26 +64,54 @@ fn thirty_two_interleaved_clients_never_get_each_others_replies() {
 fn a_client_that_disappears_does_not_disturb_others() {
     let ctx = zmq::Context::new();
     let legacy = ManualLegacy::bind(&ctx);
-    let proxy = Proxy::start("", &agent_toml("jarvis", "jarvis_memory", &legacy.endpoint, ""));
+    let proxy = Proxy::start(
+        "",
+        &agent_toml("jarvis", "jarvis_memory", &legacy.endpoint, ""),
+    );
 
-    let connections = || metric(&proxy.metrics_text(), "memshift_client_connections", &[("agent", "jarvis")]);
+    let connections = || {
+        metric(
+            &proxy.metrics_text(),
+            "memshift_client_connections",
+            &[("agent", "jarvis")],
+        )
+    };
     let leaver = req_socket(&ctx, proxy.endpoint("jarvis"));
-    leaver.send(&br#"{"action": "get_memories", "user_id": "leaver"}"#[..], 0).unwrap();
+    leaver
+        .send(
+            &br#"{"action": "get_memories", "user_id": "leaver"}"#[..],
+            0,
+        )
+        .unwrap();
     legacy.recv();
     assert_eq!(connections(), Some(1.0));
     drop(leaver); // gone before its reply exists
-    wait_for("the proxy to see the client leave", TIMEOUT, || (connections() == Some(0.0)).then_some(()));
+    wait_for("the proxy to see the client leave", TIMEOUT, || {
+        (connections() == Some(0.0)).then_some(())
+    });
     legacy.reply(br#"{"status": "ok", "memories": []}"#);
     let stayer = req_socket(&ctx, proxy.endpoint("jarvis"));
-    stayer.send(&br#"{"action": "get_memories", "user_id": "stayer"}"#[..], 0).unwrap();
-    assert_eq!(legacy.recv(), vec![br#"{"action": "get_memories", "user_id": "stayer"}"#.to_vec()]);
+    stayer
+        .send(
+            &br#"{"action": "get_memories", "user_id": "stayer"}"#[..],
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        legacy.recv(),
+        vec![br#"{"action": "get_memories", "user_id": "stayer"}"#.to_vec()]
+    );
     legacy.reply(b"for the stayer");
     assert_eq!(stayer.recv_bytes(0).unwrap(), b"for the stayer");
 
     let undeliverable = wait_for("the lost reply to be counted", TIMEOUT, || {
         let text = proxy.metrics_text();
-        metric(&text, "memshift_requests_total", &[("action", "get_memories"), ("outcome", "undeliverable")])
-            .filter(|v| *v == 1.0)
+        metric(
+            &text,
+            "memshift_requests_total",
+            &[("action", "get_memories"), ("outcome", "undeliverable")],
+        )
+        .filter(|v| *v == 1.0)
     });
     assert_eq!(undeliverable, 1.0);
 }

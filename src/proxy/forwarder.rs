@@ -73,8 +73,13 @@ impl Forwarder {
         // Report a reply to a vanished client instead of dropping it silently.
         frontend.set_router_mandatory(true)?;
         set_heartbeat(&frontend, settings)?;
-        let frontend_monitor = monitor(ctx, &frontend, &agent.name, "frontend",
-            zmq::SocketEvent::ACCEPTED as i32 | zmq::SocketEvent::DISCONNECTED as i32)?;
+        let frontend_monitor = monitor(
+            ctx,
+            &frontend,
+            &agent.name,
+            "frontend",
+            zmq::SocketEvent::ACCEPTED as i32 | zmq::SocketEvent::DISCONNECTED as i32,
+        )?;
         frontend.bind(agent.listen.as_str())?;
         let endpoint = frontend
             .get_last_endpoint()?
@@ -83,8 +88,13 @@ impl Forwarder {
         let backend = ctx.socket(zmq::DEALER)?;
         backend.set_linger(linger)?;
         set_heartbeat(&backend, settings)?;
-        let backend_monitor = monitor(ctx, &backend, &agent.name, "backend",
-            zmq::SocketEvent::CONNECTED as i32 | zmq::SocketEvent::DISCONNECTED as i32)?;
+        let backend_monitor = monitor(
+            ctx,
+            &backend,
+            &agent.name,
+            "backend",
+            zmq::SocketEvent::CONNECTED as i32 | zmq::SocketEvent::DISCONNECTED as i32,
+        )?;
         backend.connect(agent.legacy.as_str())?;
 
         let forwarder = Forwarder {
@@ -415,7 +425,13 @@ fn action_name(profile: Profile, classified: &Classified) -> &'static str {
 }
 
 /// Attaches a monitor to `socket` for `events` and returns the PAIR socket that receives them.
-fn monitor(ctx: &zmq::Context, socket: &Socket, agent: &str, side: &str, events: i32) -> zmq::Result<Socket> {
+fn monitor(
+    ctx: &zmq::Context,
+    socket: &Socket,
+    agent: &str,
+    side: &str,
+    events: i32,
+) -> zmq::Result<Socket> {
     let endpoint = format!("inproc://memshift-monitor-{agent}-{side}-{}", unique());
     socket.monitor(&endpoint, events)?;
     let pair = ctx.socket(zmq::PAIR)?;
