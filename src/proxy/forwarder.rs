@@ -1,7 +1,7 @@
 //! One agent's forwarding thread: ROUTER toward clients, DEALER toward the legacy agent.
 //!
 //! The thread owns its sockets for their whole life and sleeps in `zmq::poll` on the two
-//! sockets, the legacy socket's monitor, and the control pipe. Frames move as
+//! sockets and the control pipe (connection events go to a watcher thread, see `watch`). Frames move as
 //! `zmq::Message`s, never copied. The client's routing envelope (everything up to the empty
 //! delimiter, so REQ, DEALER and REQ_CORRELATE clients all work) stays here in the
 //! in-flight table; the legacy agent sees `[token, "", body]` and its REP socket returns
@@ -13,11 +13,13 @@
 
 use super::control::{Command, ControlReceiver};
 use super::inflight::{InFlight, Pending};
+use super::watch::{self, MonitorEndpoints};
 use crate::classify::{self, Classified};
 use crate::config::{AgentConfig, ProxySettings};
 use crate::guard;
-use crate::metrics::{AgentMetrics, ConnectionEvent, Outcome};
+use crate::metrics::{AgentMetrics, Outcome};
 use crate::profile::Profile;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use zmq::{Message, Socket};
@@ -34,10 +36,6 @@ pub struct Forwarder {
     max_in_flight: usize,
     frontend: Socket,
     backend: Socket,
-    /// Connection events of the frontend (clients coming and going).
-    frontend_monitor: Socket,
-    /// Connection events of the backend (the legacy link going up and down).
-    backend_monitor: Socket,
     control: ControlReceiver,
     pending: InFlight<Vec<Message>>,
     /// A request the legacy socket would not take (its queue was full): retried when it
@@ -46,7 +44,7 @@ pub struct Forwarder {
     next_token: u64,
     /// Set once a drain starts: no new requests; exit when in-flight is empty or at this time.
     drain_deadline: Option<Instant>,
-    metrics: AgentMetrics,
+    metrics: Arc<AgentMetrics>,
 }
 
 /// What [`Forwarder::open`] reports once bound.
@@ -65,7 +63,8 @@ impl Forwarder {
         agent: &AgentConfig,
         settings: &ProxySettings,
         control: ControlReceiver,
-        metrics: AgentMetrics,
+        monitors: &MonitorEndpoints,
+        metrics: Arc<AgentMetrics>,
     ) -> zmq::Result<(Forwarder, Bound)> {
         let linger = millis(settings.linger);
         let frontend = ctx.socket(zmq::ROUTER)?;
@@ -73,13 +72,7 @@ impl Forwarder {
         // Report a reply to a vanished client instead of dropping it silently.
         frontend.set_router_mandatory(true)?;
         set_heartbeat(&frontend, settings)?;
-        let frontend_monitor = monitor(
-            ctx,
-            &frontend,
-            &agent.name,
-            "frontend",
-            zmq::SocketEvent::ACCEPTED as i32 | zmq::SocketEvent::DISCONNECTED as i32,
-        )?;
+        frontend.monitor(&monitors.frontend, watch::FRONTEND_EVENTS)?;
         frontend.bind(agent.listen.as_str())?;
         let endpoint = frontend
             .get_last_endpoint()?
@@ -88,13 +81,7 @@ impl Forwarder {
         let backend = ctx.socket(zmq::DEALER)?;
         backend.set_linger(linger)?;
         set_heartbeat(&backend, settings)?;
-        let backend_monitor = monitor(
-            ctx,
-            &backend,
-            &agent.name,
-            "backend",
-            zmq::SocketEvent::CONNECTED as i32 | zmq::SocketEvent::DISCONNECTED as i32,
-        )?;
+        backend.monitor(&monitors.backend, watch::BACKEND_EVENTS)?;
         backend.connect(agent.legacy.as_str())?;
 
         let forwarder = Forwarder {
@@ -104,8 +91,6 @@ impl Forwarder {
             max_in_flight: settings.max_in_flight,
             frontend,
             backend,
-            frontend_monitor,
-            backend_monitor,
             control,
             pending: InFlight::new(agent.legacy_timeout),
             stalled: None,
@@ -141,12 +126,6 @@ impl Forwarder {
             if ready.control {
                 self.on_control();
             }
-            if ready.frontend_monitor {
-                self.on_client_connection_events();
-            }
-            if ready.backend_monitor {
-                self.on_legacy_connection_events();
-            }
             if ready.backend_in {
                 self.on_legacy_replies()?;
             }
@@ -175,19 +154,15 @@ impl Forwarder {
         };
         let mut items = [
             zmq::PollItem::from_fd(self.control.fd(), zmq::POLLIN),
-            self.frontend_monitor.as_poll_item(zmq::POLLIN),
-            self.backend_monitor.as_poll_item(zmq::POLLIN),
             self.backend.as_poll_item(backend_events),
             self.frontend.as_poll_item(frontend_events),
         ];
         zmq::poll(&mut items, timeout)?;
         Ok(Ready {
             control: items[0].is_readable(),
-            frontend_monitor: items[1].is_readable(),
-            backend_monitor: items[2].is_readable(),
-            backend_in: items[3].is_readable(),
-            backend_out: items[3].is_writable(),
-            frontend_in: items[4].is_readable(),
+            backend_in: items[1].is_readable(),
+            backend_out: items[1].is_writable(),
+            frontend_in: items[2].is_readable(),
         })
     }
 
@@ -376,30 +351,6 @@ impl Forwarder {
         }
     }
 
-    fn on_client_connection_events(&mut self) {
-        while let Some(event) = recv_event(&self.frontend_monitor) {
-            if event == zmq::SocketEvent::ACCEPTED as u16 {
-                self.metrics.client_connections.inc();
-            } else if event == zmq::SocketEvent::DISCONNECTED as u16 {
-                self.metrics.client_connections.dec();
-            }
-        }
-    }
-
-    fn on_legacy_connection_events(&mut self) {
-        while let Some(event) = recv_event(&self.backend_monitor) {
-            if event == zmq::SocketEvent::CONNECTED as u16 {
-                info!(agent = %self.name, "connected to the legacy agent");
-                self.metrics.connection_event(ConnectionEvent::Connected);
-                self.metrics.legacy_connected.set(1);
-            } else if event == zmq::SocketEvent::DISCONNECTED as u16 {
-                warn!(agent = %self.name, in_flight = self.pending.len(), "legacy agent disconnected");
-                self.metrics.connection_event(ConnectionEvent::Disconnected);
-                self.metrics.legacy_connected.set(0);
-            }
-        }
-    }
-
     fn log_abandoned(&self) {
         let left = self.pending.len() + usize::from(self.stalled.is_some());
         if left > 0 {
@@ -411,8 +362,6 @@ impl Forwarder {
 
 struct Ready {
     control: bool,
-    frontend_monitor: bool,
-    backend_monitor: bool,
     backend_in: bool,
     backend_out: bool,
     frontend_in: bool,
@@ -422,31 +371,6 @@ fn action_name(profile: Profile, classified: &Classified) -> &'static str {
     classify::action_labels(profile)
         .nth(classified.slot(profile))
         .map_or("?", |(name, _)| name)
-}
-
-/// Attaches a monitor to `socket` for `events` and returns the PAIR socket that receives them.
-fn monitor(
-    ctx: &zmq::Context,
-    socket: &Socket,
-    agent: &str,
-    side: &str,
-    events: i32,
-) -> zmq::Result<Socket> {
-    let endpoint = format!("inproc://memshift-monitor-{agent}-{side}-{}", unique());
-    socket.monitor(&endpoint, events)?;
-    let pair = ctx.socket(zmq::PAIR)?;
-    pair.set_linger(0)?;
-    pair.connect(&endpoint)?;
-    Ok(pair)
-}
-
-/// The next queued monitor event, without waiting. A monitor message is
-/// `[u16 event id + u32 value, endpoint]`.
-/// (Compared as raw numbers: `SocketEvent::from_raw` panics on an event it does not know.)
-fn recv_event(monitor: &Socket) -> Option<u16> {
-    let frames = recv_message(monitor).ok()??;
-    let head = frames.first().filter(|f| f.len() >= 2)?;
-    Some(u16::from_le_bytes([head[0], head[1]]))
 }
 
 /// Receives one whole multipart message without waiting; `None` when there is none.
@@ -516,11 +440,4 @@ fn set_heartbeat(socket: &Socket, settings: &ProxySettings) -> zmq::Result<()> {
 
 fn millis(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
-}
-
-/// A process-wide counter, so inproc names never collide (tests run many proxies).
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }

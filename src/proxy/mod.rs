@@ -8,15 +8,17 @@
 mod control;
 mod forwarder;
 mod inflight;
+mod watch;
 
 use crate::config::{AgentConfig, Config};
 use crate::metrics::Metrics;
 use anyhow::{Context as _, anyhow};
 use control::{Command, ControlSender};
 use forwarder::Forwarder;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use watch::Watcher;
 
 /// Forwarders that are running.
 pub struct RunningProxy {
@@ -28,6 +30,7 @@ struct RunningAgent {
     endpoint: String,
     control: ControlSender,
     thread: JoinHandle<zmq::Result<()>>,
+    watcher: Watcher,
 }
 
 /// One agent's bound listen endpoint, as announced at start-up.
@@ -69,12 +72,13 @@ fn start_agent(
     let (bound_tx, bound_rx) = mpsc::sync_channel(1);
     let ctx = ctx.clone();
     let settings = config.proxy.clone();
-    let agent_metrics = metrics.agent(agent);
+    let agent_metrics = Arc::new(metrics.agent(agent));
+    let (watcher, monitors) = Watcher::start(&ctx, &agent.name, agent_metrics.clone())?;
     let spec = agent.clone();
     let thread = std::thread::Builder::new()
         .name(format!("zmq-{}", agent.name))
-        .spawn(
-            move || match Forwarder::open(&ctx, &spec, &settings, control_rx, agent_metrics) {
+        .spawn(move || {
+            match Forwarder::open(&ctx, &spec, &settings, control_rx, &monitors, agent_metrics) {
                 Ok((forwarder, bound)) => {
                     let _ = bound_tx.send(Ok(bound.endpoint));
                     forwarder.run()
@@ -83,24 +87,32 @@ fn start_agent(
                     let _ = bound_tx.send(Err(e));
                     Ok(())
                 }
-            },
-        )
+            }
+        })
         .context("spawning a forwarding thread")?;
-    let endpoint = bound_rx
+    let bound = bound_rx
         .recv()
         .map_err(|_| {
             anyhow!(
                 "the forwarding thread of {} died while starting",
                 agent.name
             )
-        })?
-        .with_context(|| format!("agent {}: binding {}", agent.name, agent.listen))?;
-    Ok(RunningAgent {
-        name: agent.name.clone(),
-        endpoint,
-        control,
-        thread,
-    })
+        })
+        .and_then(|r| r.with_context(|| format!("agent {}: binding {}", agent.name, agent.listen)));
+    match bound {
+        Ok(endpoint) => Ok(RunningAgent {
+            name: agent.name.clone(),
+            endpoint,
+            control,
+            thread,
+            watcher,
+        }),
+        Err(e) => {
+            let _ = thread.join();
+            watcher.join();
+            Err(e)
+        }
+    }
 }
 
 impl RunningProxy {
@@ -146,6 +158,8 @@ impl RunningProxy {
                 Ok(Err(e)) => failures.push(format!("{}: {e}", agent.name)),
                 Err(_) => failures.push(format!("{}: forwarding thread panicked", agent.name)),
             }
+            // After the forwarder: its sockets are closed, so the monitors have stopped.
+            agent.watcher.join();
         }
         if failures.is_empty() {
             Ok(())
