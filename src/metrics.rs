@@ -102,7 +102,7 @@ impl Metrics {
             proxy_added: histogram_vec(
                 &registry,
                 "memshift_proxy_added_seconds",
-                "Time memshift adds to a request: handling it on the way in plus on the way out.",
+                "Time memshift spends on a request until it hands it to libzmq, inbound plus outbound (queues and the wire excluded; make bench measures end to end).",
                 &["agent"],
                 PROXY_ADDED_BUCKETS,
             ),

@@ -352,14 +352,14 @@ fn read_agent(path: String, value: &Value, errors: &mut Errors) -> Option<AgentC
     );
     let guard = read_guard(format!("{path}.guard"), t.value("guard"), errors);
     t.finish(errors);
-    if let (Some(l), Some(g)) = (&listen, &legacy) {
-        if l.as_str() == g.as_str() {
-            errors.push(
-                &format!("{path}.legacy"),
-                Some(value),
-                "must differ from listen",
-            );
-        }
+    if let (Some(l), Some(g)) = (&listen, &legacy)
+        && l.as_str() == g.as_str()
+    {
+        errors.push(
+            &format!("{path}.legacy"),
+            Some(value),
+            "must differ from listen",
+        );
     }
     Some(AgentConfig {
         name: name?,

@@ -277,11 +277,11 @@ impl Forwarder {
         frames.push(Message::from(&token.to_le_bytes()[..]));
         frames.push(Message::new());
         frames.extend(body);
+        // Stamped at the hand-off to libzmq, before the send: waking libzmq's I/O thread can
+        // preempt this one on a small machine, and that time is not memshift's.
+        pending.forwarded = Instant::now();
         match send_message(&self.backend, frames)? {
-            None => {
-                pending.forwarded = Instant::now();
-                self.pending.insert(token, pending);
-            }
+            None => self.pending.insert(token, pending),
             Some(frames) => self.stalled = Some((token, frames, pending)),
         }
         Ok(())
@@ -289,11 +289,9 @@ impl Forwarder {
 
     fn retry_stalled(&mut self) -> zmq::Result<()> {
         if let Some((token, frames, mut pending)) = self.stalled.take() {
+            pending.forwarded = Instant::now();
             match send_message(&self.backend, frames)? {
-                None => {
-                    pending.forwarded = Instant::now();
-                    self.pending.insert(token, pending);
-                }
+                None => self.pending.insert(token, pending),
                 Some(frames) => self.stalled = Some((token, frames, pending)),
             }
         }
@@ -325,8 +323,8 @@ impl Forwarder {
             return Ok(());
         };
         let reply = frames.split_off(2);
+        let handed_off = Instant::now();
         let delivered = send_reply(&self.frontend, pending.envelope, reply)?;
-        let sent = Instant::now();
         let outcome = if delivered {
             Outcome::Answered
         } else {
@@ -335,7 +333,7 @@ impl Forwarder {
         self.metrics.request(pending.slot, outcome);
         self.metrics
             .legacy_latency(pending.slot, (received - pending.forwarded).as_secs_f64());
-        let added = (pending.forwarded - pending.received) + (sent - received);
+        let added = (pending.forwarded - pending.received) + (handed_off - received);
         self.metrics.proxy_added.observe(added.as_secs_f64());
         Ok(())
     }

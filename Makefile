@@ -1,0 +1,29 @@
+# memshift — the two commands that matter: `make demo` and `make test`.
+.PHONY: demo test bench lint build bootstrap clean
+
+# System packages (libzmq) and the Python venv for the legacy stand-ins.
+bootstrap:
+	@scripts/bootstrap.sh
+
+build: bootstrap
+	cargo build --release
+
+# Builds, starts the stand-ins and the proxy, sends realistic traffic, reports what it saw.
+demo: bootstrap
+	@scripts/demo.sh
+
+# The whole test suite, against real sockets, real processes and the real binary.
+test: bootstrap
+	@scripts/test.sh
+
+# Primary-path throughput and latency: direct vs libzmq's zmq_proxy vs memshift.
+bench: bootstrap
+	cargo bench --bench proxy
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf .demo
