@@ -1,0 +1,28 @@
+# memshift: one image for every role (`memshift proxy` by default, `memshift orchestrator`
+# once it exists). Multi-stage: build with the Rust toolchain, run on a slim Debian.
+
+FROM rust:1.95-bookworm AS build
+# The system libzmq is linked instead of a vendored build (see README, "Why the system libzmq").
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libzmq3-dev pkg-config \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin memshift
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libzmq5 ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --home-dir /var/lib/memshift --create-home memshift
+COPY --from=build /src/target/release/memshift /usr/local/bin/memshift
+COPY config/memshift.toml /etc/memshift/memshift.toml
+USER memshift
+WORKDIR /var/lib/memshift
+ENV MEMSHIFT_CONFIG=/etc/memshift/memshift.toml \
+    MEMSHIFT_METRICS__LISTEN=0.0.0.0:9464
+# Metrics and health; the ZMQ ports are the agents' own, set in the configuration.
+EXPOSE 9464
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["memshift"]
+CMD ["proxy"]
