@@ -11,7 +11,7 @@ use serde_json::json;
 
 fn session_script() -> Vec<Vec<u8>> {
     let big = "x".repeat(5000);
-    let mut script: Vec<serde_json::Value> = vec![
+    let script: Vec<serde_json::Value> = vec![
         json!({"action": "create_session", "user_id": "u1", "request_id": "r1"}),
         json!({"action": "create_session", "session_id": "s1", "user_id": "u1", "metadata": {"lang": "fr", "nom": "Zoë"}}),
         json!({"action": "create_session", "session_id": "s1", "request_id": "dup"}),
@@ -35,12 +35,7 @@ fn session_script() -> Vec<Vec<u8>> {
         json!({"action": "launch_rockets", "request_id": "r9"}),
         json!({"session_id": "s1"}),
     ];
-    let mut raw: Vec<Vec<u8>> = script
-        .drain(..)
-        .map(|v| v.to_string().into_bytes())
-        .collect();
-    raw.extend(malformed());
-    raw
+    with_malformed(script)
 }
 
 fn contextual_script() -> Vec<Vec<u8>> {
@@ -65,16 +60,11 @@ fn contextual_script() -> Vec<Vec<u8>> {
     script.push(json!({"action": "get_context", "session_id": "c2", "max_tokens": 30}));
     script.push(json!({"action": "get_context", "session_id": "c2"}));
     script.push(json!({"action": "health_check"}));
-    let mut raw: Vec<Vec<u8>> = script
-        .into_iter()
-        .map(|v| v.to_string().into_bytes())
-        .collect();
-    raw.extend(malformed());
-    raw
+    with_malformed(script)
 }
 
 fn jarvis_script() -> Vec<Vec<u8>> {
-    let mut script = vec![
+    let script = vec![
         json!({"action": "get_memories", "user_id": "nobody"}),
         json!({"action": "add_memory", "user_id": "ana", "memory": {"text": "likes jazz 🎷", "tags": ["music"]}}),
         json!({"action": "add_memory", "user_id": "ana", "memory": "plain string memory"}),
@@ -88,10 +78,12 @@ fn jarvis_script() -> Vec<Vec<u8>> {
         json!({"action": "clear_memories", "user_id": "ghost"}),
         json!({"action": "nope"}),
     ];
-    let mut raw: Vec<Vec<u8>> = script
-        .drain(..)
-        .map(|v| v.to_string().into_bytes())
-        .collect();
+    with_malformed(script)
+}
+
+/// The script's requests as bytes, followed by the malformed ones.
+fn with_malformed(script: Vec<serde_json::Value>) -> Vec<Vec<u8>> {
+    let mut raw: Vec<Vec<u8>> = script.iter().map(|v| v.to_string().into_bytes()).collect();
     raw.extend(malformed());
     raw
 }

@@ -271,29 +271,36 @@ impl Forwarder {
         &mut self,
         token: u64,
         body: Vec<Message>,
-        mut pending: Pending<Vec<Message>>,
+        pending: Pending<Vec<Message>>,
     ) -> zmq::Result<()> {
         let mut frames = Vec::with_capacity(body.len() + 2);
         frames.push(Message::from(&token.to_le_bytes()[..]));
         frames.push(Message::new());
         frames.extend(body);
-        // Stamped at the hand-off to libzmq, before the send: waking libzmq's I/O thread can
-        // preempt this one on a small machine, and that time is not memshift's.
+        self.hand_off(token, frames, pending)
+    }
+
+    fn retry_stalled(&mut self) -> zmq::Result<()> {
+        match self.stalled.take() {
+            Some((token, frames, pending)) => self.hand_off(token, frames, pending),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a request to the legacy socket: in flight from now on, or stalled if the
+    /// socket's queue is full.
+    fn hand_off(
+        &mut self,
+        token: u64,
+        frames: Vec<Message>,
+        mut pending: Pending<Vec<Message>>,
+    ) -> zmq::Result<()> {
+        // Stamped before the send: waking libzmq's I/O thread can preempt this one on a
+        // small machine, and that time is not memshift's.
         pending.forwarded = Instant::now();
         match send_message(&self.backend, frames)? {
             None => self.pending.insert(token, pending),
             Some(frames) => self.stalled = Some((token, frames, pending)),
-        }
-        Ok(())
-    }
-
-    fn retry_stalled(&mut self) -> zmq::Result<()> {
-        if let Some((token, frames, mut pending)) = self.stalled.take() {
-            pending.forwarded = Instant::now();
-            match send_message(&self.backend, frames)? {
-                None => self.pending.insert(token, pending),
-                Some(frames) => self.stalled = Some((token, frames, pending)),
-            }
         }
         Ok(())
     }
