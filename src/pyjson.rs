@@ -94,15 +94,8 @@ pub fn float_repr(f: f64) -> String {
     if f == 0.0 {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
     }
-    // Rust's `{:e}` prints the shortest round-trip digits too: "-1.2345e-7", "1e16".
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').expect("{:e} always has an exponent");
-    let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let sign = if f < 0.0 { "-" } else { "" };
+    let (digits, exp) = shortest_digits(f.abs());
     if (-4..16).contains(&exp) {
         positional(sign, &digits, exp)
     } else {
@@ -115,6 +108,24 @@ pub fn float_repr(f: f64) -> String {
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{head}{frac}e{esign}{:02}", exp.abs())
     }
+}
+
+/// The shortest decimal digits that round-trip `f` (positive, finite, non-zero), without
+/// leading or trailing zeros, and the decimal exponent of the first digit. From `ryu`, which
+/// breaks ties to even as CPython's repr does (Rust's own `{:e}` rounds some ties up:
+/// 17781180435634.5625 is `…634.562` in Python and `…634.563` with `{:e}`).
+fn shortest_digits(f: f64) -> (String, i32) {
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(f);
+    let (mantissa, exp) = match text.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().expect("ryu exponent is an integer")),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int}{frac}");
+    let leading = all.bytes().take_while(|b| *b == b'0').count();
+    let digits = all[leading..].trim_end_matches('0').to_owned();
+    (digits, exp + int.len() as i32 - 1 - leading as i32)
 }
 
 fn positional(sign: &str, digits: &str, exp: i32) -> String {
@@ -183,6 +194,11 @@ mod tests {
             (1e300, "1e+300"),
             (0.1 + 0.2, "0.30000000000000004"),
             (-0.0, "-0.0"),
+            // An exact tie between two 17-digit forms: CPython rounds half to even.
+            (17781180435634.5625, "17781180435634.562"),
+            (1000.0, "1000.0"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
         ];
         for (input, expected) in cases {
             assert_eq!(float_repr(input), expected, "float {input:e}");

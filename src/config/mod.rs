@@ -50,7 +50,7 @@ pub struct ProxySettings {
     pub linger: Duration,
     /// ZMTP heartbeat period on both sides, to notice a peer that froze without closing.
     pub heartbeat_interval: Duration,
-    /// A peer silent for this long is disconnected.
+    /// A peer silent for this long, or whose handshake is not done by then, is disconnected.
     pub heartbeat_timeout: Duration,
 }
 

@@ -436,11 +436,16 @@ fn send_reply(frontend: &Socket, envelope: Vec<Message>, reply: Vec<Message>) ->
     }
 }
 
+/// Liveness of a peer: it must answer heartbeats, and finish its handshake, within
+/// `heartbeat_timeout`. (A frozen agent's kernel still accepts TCP connections; only the
+/// handshake timeout notices that nobody is behind them.)
 fn set_heartbeat(socket: &Socket, settings: &ProxySettings) -> zmq::Result<()> {
+    let timeout = millis(settings.heartbeat_timeout);
     socket.set_heartbeat_ivl(millis(settings.heartbeat_interval))?;
-    socket.set_heartbeat_timeout(millis(settings.heartbeat_timeout))?;
+    socket.set_heartbeat_timeout(timeout)?;
+    socket.set_handshake_ivl(timeout)?;
     // Ask the peer to drop us too if our heartbeats stop (e.g. the proxy froze).
-    socket.set_heartbeat_ttl(millis(settings.heartbeat_timeout))
+    socket.set_heartbeat_ttl(timeout)
 }
 
 fn millis(d: Duration) -> i32 {

@@ -19,7 +19,9 @@ use zmq::{Socket, SocketEvent};
 pub const FRONTEND_EVENTS: i32 = SocketEvent::ACCEPTED as i32
     | SocketEvent::DISCONNECTED as i32
     | SocketEvent::MONITOR_STOPPED as i32;
-pub const BACKEND_EVENTS: i32 = SocketEvent::CONNECTED as i32
+/// The link counts as up on a completed ZMTP handshake, not on TCP connect: the kernel
+/// accepts connections for a frozen (SIGSTOPped) agent, which would then look alive.
+pub const BACKEND_EVENTS: i32 = SocketEvent::HANDSHAKE_SUCCEEDED as i32
     | SocketEvent::DISCONNECTED as i32
     | SocketEvent::MONITOR_STOPPED as i32;
 
@@ -123,7 +125,7 @@ fn watch(
         }
         while back_ready && let Some(event) = recv_event(backend) {
             match event {
-                e if e == SocketEvent::CONNECTED as u16 => {
+                e if e == SocketEvent::HANDSHAKE_SUCCEEDED as u16 => {
                     info!(agent, "connected to the legacy agent");
                     metrics.connection_event(ConnectionEvent::Connected);
                     metrics.legacy_connected.set(1);
