@@ -194,8 +194,9 @@ mod tests {
             (1e300, "1e+300"),
             (0.1 + 0.2, "0.30000000000000004"),
             (-0.0, "-0.0"),
-            // An exact tie between two 17-digit forms: CPython rounds half to even.
-            (17781180435634.5625, "17781180435634.562"),
+            // Exactly …634.5625, a tie between two 17-digit forms: CPython rounds half to
+            // even; Rust's `{:e}` gives …634.563.
+            (17781180435634.562, "17781180435634.562"),
             (1000.0, "1000.0"),
             (5e-324, "5e-324"),
             (1.7976931348623157e308, "1.7976931348623157e+308"),
