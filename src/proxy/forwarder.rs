@@ -236,9 +236,14 @@ impl Forwarder {
         if let Some(refusal) = guard::check(self.guard, body.len(), &classified) {
             return self.refuse(envelope, &body, slot, refusal);
         }
-        debug!(agent = %self.name, action = action_name(self.profile, &classified), "request");
         let token = self.next_token;
         self.next_token += 1;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // Ids and the action only: request bodies are users' private data.
+            let request_id = classify::request_id(&body[0]);
+            let action = action_name(self.profile, &classified);
+            debug!(agent = %self.name, action, request_id, token, "forwarding request");
+        }
         let pending = Pending {
             envelope,
             slot,
@@ -341,6 +346,7 @@ impl Forwarder {
         self.metrics
             .legacy_latency(pending.slot, (received - pending.forwarded).as_secs_f64());
         let added = (pending.forwarded - pending.received) + (handed_off - received);
+        debug!(agent = %self.name, token, legacy_us = (received - pending.forwarded).as_micros() as u64, delivered, "reply");
         self.metrics.proxy_added.observe(added.as_secs_f64());
         Ok(())
     }
