@@ -59,23 +59,23 @@ fn three_mistakes_are_three_errors_and_exit_64() {
     }
 }
 
-#[test]
-fn environment_overrides_are_applied_and_named_in_errors() {
-    let out = Command::new(env!("CARGO_BIN_EXE_memshift"))
+/// `check-config` of the shipped example with one environment override.
+fn check_example_with_env(var: &str, value: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_memshift"))
         .args(["check-config", "--config"])
         .arg(repo().join("config/memshift.toml"))
-        .env("MEMSHIFT_PROXY__MAX_IN_FLIGHT", "64")
+        .env(var, value)
         .output()
-        .unwrap();
+        .expect("run memshift")
+}
+
+#[test]
+fn environment_overrides_are_applied_and_named_in_errors() {
+    let out = check_example_with_env("MEMSHIFT_PROXY__MAX_IN_FLIGHT", "64");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("max_in_flight 64"));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_memshift"))
-        .args(["check-config", "--config"])
-        .arg(repo().join("config/memshift.toml"))
-        .env("MEMSHIFT_METRICS__LISTEN", "everywhere")
-        .output()
-        .unwrap();
+    let out = check_example_with_env("MEMSHIFT_METRICS__LISTEN", "everywhere");
     assert_eq!(out.status.code(), Some(64));
     assert!(
         String::from_utf8_lossy(&out.stderr)
