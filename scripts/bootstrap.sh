@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what memshift needs to build, test and run the demo on a fresh Debian machine:
-# the system libzmq (linked instead of a vendored build, see README) and a Python virtual
-# environment in .venv with pyzmq for the legacy stand-ins. Idempotent and quick when
-# everything is already there.
+# the system libzmq (linked instead of a vendored build, see README), a Python virtual
+# environment in .venv with pyzmq for the legacy stand-ins, and PostgreSQL with pgvector in
+# .tools (scripts/pg.sh). Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +28,5 @@ if ! .venv/bin/python -c "import zmq; assert zmq.__version__ == '$PYZMQ_VERSION'
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check "pyzmq==$PYZMQ_VERSION"
 fi
+
+scripts/pg.sh install >/dev/null

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The test suite (`make test`): unit tests and integration tests against real ZeroMQ sockets
-# on 127.0.0.1, the Python legacy stand-ins and the real `memshift` binary.
+# on 127.0.0.1, the Python legacy stand-ins, the real `memshift` binary, and a real
+# PostgreSQL with pgvector: the server at DATABASE_URL if set, otherwise a throwaway one that
+# scripts/pg.sh starts and removes afterwards. Each test creates its own database on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MEMSHIFT_PYTHON="${MEMSHIFT_PYTHON:-$PWD/.venv/bin/python}"
+# Tests that stop PostgreSQL start a cluster of their own with this script.
+export MEMSHIFT_PG_SCRIPT="$PWD/scripts/pg.sh"
 if cargo nextest --version >/dev/null 2>&1; then
     # One process per test: a test that hangs or kills its process cannot take others along.
-    exec cargo nextest run --lib --bins --tests --no-fail-fast "$@"
+    exec scripts/pg.sh run cargo nextest run --lib --bins --tests --no-fail-fast "$@"
 else
-    exec cargo test --lib --bins --tests --no-fail-fast "$@"
+    exec scripts/pg.sh run cargo test --lib --bins --tests --no-fail-fast "$@"
 fi

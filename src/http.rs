@@ -1,7 +1,8 @@
-//! The HTTP side: `/metrics` (Prometheus text format) and `/healthz`.
+//! The HTTP side of every memshift process: `/metrics` (Prometheus text format) and
+//! `/healthz`.
 //!
-//! Bound to `127.0.0.1:9464` by default: the endpoint says which agents exist and how they
-//! are doing, which is for operators and scrapers, not for the world.
+//! Bound to localhost by default: the endpoint says what runs and how it is doing, which is
+//! for operators and scrapers, not for the world.
 
 use crate::metrics::Metrics;
 use axum::Router;
@@ -15,7 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// What `/healthz` reports.
+/// What a process exposes over HTTP.
+pub trait Status: Send + Sync + 'static {
+    /// The Prometheus text exposition.
+    fn metrics_text(&self) -> String;
+    /// Whether the process takes work (`200`, else `503`), and the JSON body of `/healthz`.
+    fn health(&self) -> (bool, serde_json::Value);
+}
+
+/// What `/healthz` reports for the proxy.
 pub struct Health {
     metrics: Arc<Metrics>,
     agents: Vec<String>,
@@ -55,56 +64,64 @@ impl Health {
 ///
 /// # Errors
 /// The server failed while running (accept errors are retried by axum).
-pub async fn serve(
+pub async fn serve<S: Status>(
     listener: TcpListener,
-    health: Arc<Health>,
+    status: Arc<S>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .with_state(health);
+        .route("/metrics", get(metrics::<S>))
+        .route("/healthz", get(healthz::<S>))
+        .with_state(status);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 
-async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
+async fn metrics<S: Status>(State(status): State<Arc<S>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        health.metrics.render(),
+        status.metrics_text(),
     )
 }
 
-async fn healthz(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    let draining = health.draining.load(Ordering::Relaxed);
-    let agents = health
-        .agents
-        .iter()
-        .map(|name| {
-            let (legacy_connected, in_flight) = health.metrics.agent_status(name);
-            AgentHealth {
-                name,
-                legacy_connected,
-                in_flight,
-            }
-        })
-        .collect();
-    let body = HealthBody {
-        status: if draining { "draining" } else { "ok" },
-        version: env!("CARGO_PKG_VERSION"),
-        agents,
-    };
-    let code = if draining {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+async fn healthz<S: Status>(State(status): State<Arc<S>>) -> impl IntoResponse {
+    let (ok, body) = status.health();
+    let code = if ok {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        axum::Json(serde_json::to_value(body).unwrap_or_default()),
-    )
+    (code, axum::Json(body))
+}
+
+impl Status for Health {
+    fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
+    fn health(&self) -> (bool, serde_json::Value) {
+        let draining = self.draining.load(Ordering::Relaxed);
+        let agents = self
+            .agents
+            .iter()
+            .map(|name| {
+                let (legacy_connected, in_flight) = self.metrics.agent_status(name);
+                AgentHealth {
+                    name,
+                    legacy_connected,
+                    in_flight,
+                }
+            })
+            .collect();
+        let body = HealthBody {
+            status: if draining { "draining" } else { "ok" },
+            version: env!("CARGO_PKG_VERSION"),
+            agents,
+        };
+        (!draining, serde_json::to_value(body).unwrap_or_default())
+    }
 }

@@ -24,14 +24,19 @@
 //!    added are counted in [`metrics`].
 //! 6. No reply within `legacy_timeout`: the request is counted as timed out and forgotten.
 
+pub mod api;
 pub mod app;
 pub mod classify;
 pub mod config;
+pub mod embed;
 pub mod guard;
 pub mod http;
 pub mod metrics;
+pub mod orchestrator;
 pub mod profile;
 pub mod proxy;
 pub mod pyjson;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
+pub mod wakeup;

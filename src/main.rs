@@ -1,9 +1,12 @@
 //! The `memshift` command line.
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use memshift::config::{self, Config};
+use memshift::config::{self, Config, EmbeddingProvider};
+use memshift::store::{Store, VectorIndex};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
 
 /// Exit status for a bad command line or configuration (sysexits' EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -32,6 +35,10 @@ struct Cli {
 enum Command {
     /// Run the transparent proxy in front of every configured legacy agent.
     Proxy,
+    /// Run the Memory Orchestrator (ZMQ, PostgreSQL + pgvector).
+    Orchestrator,
+    /// Apply the orchestrator's database migrations and create the embedding index.
+    Migrate,
     /// Validate the configuration and print what would run.
     CheckConfig,
 }
@@ -50,11 +57,28 @@ fn main() -> ExitCode {
             print!("{}", describe(&cli.config, &config));
             ExitCode::SUCCESS
         }
-        Command::Proxy => run_proxy(config),
+        Command::Proxy if config.agents.is_empty() => {
+            eprintln!(
+                "memshift: the proxy needs at least one [[agents]] table in {}",
+                cli.config.display()
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+        Command::Proxy => run(config, |config, shutdown| {
+            Box::pin(memshift::app::run_proxy(config, shutdown))
+        }),
+        Command::Orchestrator => run(config, |config, shutdown| {
+            Box::pin(memshift::app::run_orchestrator(config, shutdown))
+        }),
+        Command::Migrate => run(config, |config, _| Box::pin(migrate(config))),
     }
 }
 
-fn run_proxy(config: Config) -> ExitCode {
+type Process = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
+
+/// Runs one process on a multi-threaded runtime, with SIGTERM/SIGINT wired to its
+/// shutdown token; exit 0 on a clean stop, 1 on failure.
+fn run(config: Config, process: impl FnOnce(Config, CancellationToken) -> Process) -> ExitCode {
     memshift::telemetry::init(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,7 +92,7 @@ fn run_proxy(config: Config) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = memshift::shutdown::on_signals()?;
-        memshift::app::run_proxy(config, shutdown).await
+        process(config, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +102,23 @@ fn run_proxy(config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let url = config.database.resolve_url().map_err(anyhow::Error::msg)?;
+    let vectors = VectorIndex::new(&config.embedding.model, config.embedding.dimension);
+    let store = Store::connect_lazy(url.expose(), &config.database, vectors)?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("migrating {url}"))?;
+    let queued = store.queue_missing_embeddings().await?;
+    println!(
+        "migrations applied to {url}; embedding index for {} ({} dimensions) ready; {queued} entries queued for an embedding",
+        config.embedding.model, config.embedding.dimension
+    );
+    store.close().await;
+    Ok(())
 }
 
 /// What `check-config` prints: every agent and setting that would be used.
@@ -110,5 +151,39 @@ fn describe(path: &std::path::Path, config: &Config) -> String {
             a.guard.non_json
         );
     }
+    let (o, d, e) = (&config.orchestrator, &config.database, &config.embedding);
+    let database = match d.resolve_url() {
+        Ok(url) => url.to_string(),
+        Err(why) => why,
+    };
+    let _ = writeln!(
+        out,
+        "orchestrator: {} (metrics http://{}/metrics), max_concurrent {}, max_queued {}, deadline {:?}, max_request_bytes {}, access_log {}, migrate_on_start {}",
+        o.listen,
+        o.metrics_listen,
+        o.max_concurrent,
+        o.max_queued,
+        o.request_deadline,
+        o.max_request_bytes,
+        o.access_log,
+        o.migrate_on_start
+    );
+    let _ = writeln!(
+        out,
+        "database: {database}, max_connections {}, acquire_timeout {:?}, statement_timeout {:?}",
+        d.max_connections, d.acquire_timeout, d.statement_timeout
+    );
+    let provider = match &e.provider {
+        EmbeddingProvider::Local => "local (built in, lexical)".to_owned(),
+        EmbeddingProvider::OpenAi { url, api_key_env } => format!(
+            "openai-compatible {url}/v1/embeddings, key from {}",
+            api_key_env.as_deref().unwrap_or("(none)")
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "embedding: {provider}, model {}, dimension {}, batch {}",
+        e.model, e.dimension, e.batch_size
+    );
     out
 }

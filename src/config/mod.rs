@@ -7,8 +7,13 @@
 //! pass checks what involves several keys. Any mistake and the whole load fails with all of
 //! them ([`ConfigErrors`]); the CLI exits 64.
 
+mod orchestrator;
 mod reader;
 
+pub use orchestrator::{
+    DatabaseSettings, DatabaseUrl, EmbeddingProvider, EmbeddingSettings, LOCAL_MODEL,
+    OrchestratorSettings,
+};
 pub use reader::ConfigError;
 
 use crate::guard::GuardPolicy;
@@ -34,8 +39,11 @@ pub struct Config {
     pub proxy: ProxySettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
-    /// One entry per legacy agent memshift fronts; never empty.
+    /// One entry per legacy agent memshift fronts; `memshift proxy` needs at least one.
     pub agents: Vec<AgentConfig>,
+    pub database: DatabaseSettings,
+    pub orchestrator: OrchestratorSettings,
+    pub embedding: EmbeddingSettings,
 }
 
 /// `[proxy]`: how every forwarder behaves.
@@ -238,6 +246,9 @@ pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigE
     let metrics = read_metrics(root.value("metrics"), &mut errors);
     let log = read_log(root.value("log"), &mut errors);
     let agents = read_agents(root.value("agents"), &mut errors);
+    let database = orchestrator::read_database(root.value("database"), &mut errors);
+    let orchestrator = orchestrator::read_orchestrator(root.value("orchestrator"), &mut errors);
+    let embedding = orchestrator::read_embedding(root.value("embedding"), &mut errors);
     root.finish(&mut errors);
     if !errors.list.is_empty() {
         return Err(ConfigErrors(errors.list));
@@ -247,6 +258,9 @@ pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigE
         metrics,
         log,
         agents,
+        database,
+        orchestrator,
+        embedding,
     })
 }
 
@@ -314,11 +328,8 @@ fn read_log(value: Option<&Value>, errors: &mut Errors) -> LogSettings {
 
 fn read_agents(value: Option<&Value>, errors: &mut Errors) -> Vec<AgentConfig> {
     let items = match value {
-        Some(Value::Array(_, items)) if !items.is_empty() => items,
-        Some(Value::Array(..)) | None => {
-            errors.push("agents", value, "at least one [[agents]] table is required");
-            return Vec::new();
-        }
+        Some(Value::Array(_, items)) => items,
+        None => return Vec::new(),
         Some(other) => {
             errors.push("agents", Some(other), "expected [[agents]] tables");
             return Vec::new();

@@ -117,9 +117,72 @@ fn duplicates_are_rejected() {
 }
 
 #[test]
-fn no_agents_is_an_error() {
-    let err = parse("[proxy]\nlinger = \"1s\"\n").expect_err("no agents");
-    assert_eq!(err.0[0].path, "agents");
+fn agents_are_optional_for_the_orchestrator() {
+    let config = parse("[proxy]\nlinger = \"1s\"\n").expect("no agents is valid");
+    assert!(config.agents.is_empty());
+    assert_eq!(config.orchestrator, OrchestratorSettings::default());
+    assert_eq!(config.embedding, EmbeddingSettings::default());
+}
+
+#[test]
+fn orchestrator_keys_are_read_and_checked() {
+    let config = parse(
+        r#"
+[database]
+url = "postgres://memshift:s3cret@db:5432/memory"
+max_connections = 8
+[orchestrator]
+listen = "tcp://127.0.0.1:*"
+request_deadline = "750ms"
+access_log = false
+[embedding]
+provider = "openai"
+url = "http://127.0.0.1:11434/"
+model = "nomic-embed-text"
+dimension = 768
+api_key_env = "EMBEDDING_KEY"
+"#,
+    )
+    .expect("valid");
+    let url = config.database.url.as_ref().expect("url");
+    assert!(!url.to_string().contains("s3cret"), "{url}");
+    assert!(!format!("{:?}", config.database).contains("s3cret"));
+    assert_eq!(
+        config.orchestrator.request_deadline,
+        Duration::from_millis(750)
+    );
+    assert!(!config.orchestrator.access_log);
+    assert_eq!(
+        config.embedding.provider,
+        EmbeddingProvider::OpenAi {
+            url: "http://127.0.0.1:11434".into(),
+            api_key_env: Some("EMBEDDING_KEY".into())
+        }
+    );
+    assert_eq!(config.embedding.dimension, 768);
+
+    let err = parse(
+        r#"
+[database]
+url = "mysql://root:hunter2@db/x"
+[embedding]
+provider = "openai"
+dimension = 4096
+"#,
+    )
+    .expect_err("invalid");
+    let paths: Vec<_> = err.0.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "database.url",
+            "embedding.dimension",
+            "embedding.url",
+            "embedding.model"
+        ],
+        "{err}"
+    );
+    assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
 #[test]

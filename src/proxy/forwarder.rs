@@ -11,7 +11,6 @@
 //! `max_in_flight` requests are out and the legacy socket accepted the last one. Replies to
 //! a client that has gone are counted and dropped, as libzmq's own proxy would drop them.
 
-use super::control::{Command, ControlReceiver};
 use super::inflight::{InFlight, Pending};
 use super::watch::{self, MonitorEndpoints};
 use crate::classify::{self, Classified};
@@ -19,6 +18,7 @@ use crate::config::{AgentConfig, ProxySettings};
 use crate::guard;
 use crate::metrics::{AgentMetrics, Outcome};
 use crate::profile::Profile;
+use crate::wakeup::WakeReceiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -28,6 +28,14 @@ use zmq::{Message, Socket};
 /// one side cannot starve the other.
 const BATCH: usize = 256;
 
+/// What async code can ask of a forwarding thread.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop reading new requests, answer the ones in flight, and exit when none are left
+    /// or `grace` has passed, whichever comes first.
+    Drain { grace: Duration },
+}
+
 /// The sockets and state of one forwarder. Built on its own thread by [`Forwarder::open`].
 pub struct Forwarder {
     name: String,
@@ -36,7 +44,7 @@ pub struct Forwarder {
     max_in_flight: usize,
     frontend: Socket,
     backend: Socket,
-    control: ControlReceiver,
+    control: WakeReceiver<Command>,
     pending: InFlight<Vec<Message>>,
     /// A request the legacy socket would not take (its queue was full): retried when it
     /// becomes writable; meanwhile no new request is read.
@@ -62,7 +70,7 @@ impl Forwarder {
         ctx: &zmq::Context,
         agent: &AgentConfig,
         settings: &ProxySettings,
-        control: ControlReceiver,
+        control: WakeReceiver<Command>,
         monitors: &MonitorEndpoints,
         metrics: Arc<AgentMetrics>,
     ) -> zmq::Result<(Forwarder, Bound)> {

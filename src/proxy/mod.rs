@@ -5,15 +5,15 @@
 //! [`RunningProxy::shutdown`] drains them under a grace period and joins the threads; only
 //! after that may the ZMQ context be dropped.
 
-mod control;
 mod forwarder;
 mod inflight;
 mod watch;
 
 use crate::config::{AgentConfig, Config};
 use crate::metrics::Metrics;
+use crate::wakeup::{self, WakeSender};
 use anyhow::{Context as _, anyhow};
-use control::{Command, ControlSender};
+use forwarder::Command;
 use forwarder::Forwarder;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -28,7 +28,7 @@ pub struct RunningProxy {
 struct RunningAgent {
     name: String,
     endpoint: String,
-    control: ControlSender,
+    control: WakeSender<Command>,
     thread: JoinHandle<zmq::Result<()>>,
     watcher: Watcher,
 }
@@ -68,7 +68,7 @@ fn start_agent(
     agent: &AgentConfig,
     metrics: &Metrics,
 ) -> anyhow::Result<RunningAgent> {
-    let (control, control_rx) = control::channel().context("creating the control pipe")?;
+    let (control, control_rx) = wakeup::channel().context("creating the control pipe")?;
     let (bound_tx, bound_rx) = mpsc::sync_channel(1);
     let ctx = ctx.clone();
     let settings = config.proxy.clone();

@@ -3,6 +3,8 @@
 //! receive timeout; every child process is killed on drop.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod pg;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -124,33 +126,32 @@ impl Drop for StandIn {
     }
 }
 
-/// A `memshift proxy` child process with its own config file.
-pub struct Proxy {
+/// A `memshift` child process (any long-running subcommand) with its own config file,
+/// started and waited for through its ready line.
+pub struct Process {
     child: Child,
-    /// Bound listen endpoint per agent name.
-    pub endpoints: HashMap<String, String>,
+    /// The ready line.
+    pub ready: serde_json::Value,
     pub metrics: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
     _dir: TempDir,
 }
 
-/// An `[[agents]]` table for `legacy`, listening on a free port.
-pub fn agent_toml(name: &str, profile: &str, legacy: &str, extra: &str) -> String {
-    format!(
-        "[[agents]]\nname = \"{name}\"\nprofile = \"{profile}\"\nlisten = \"tcp://127.0.0.1:*\"\nlegacy = \"{legacy}\"\n{extra}\n"
-    )
-}
+impl Process {
+    /// Writes `toml` to a fresh config file, starts `memshift <subcommand>` on it and waits
+    /// for its ready line.
+    pub fn start(subcommand: &str, toml: &str) -> Process {
+        Process::try_start(subcommand, toml).unwrap_or_else(|e| panic!("{e}"))
+    }
 
-impl Proxy {
-    /// Starts the proxy with `[metrics] listen` on a free port, the given `[proxy]` keys
-    /// and agent tables, and waits for its ready line.
-    pub fn start(proxy_keys: &str, agents: &str) -> Proxy {
+    /// As [`Process::start`], but a process that exits instead of announcing readiness is
+    /// an `Err` with its stderr.
+    pub fn try_start(subcommand: &str, toml: &str) -> Result<Process, String> {
         let dir = TempDir::new().expect("tempdir");
         let config = dir.path().join("memshift.toml");
-        let toml = format!("[metrics]\nlisten = \"127.0.0.1:0\"\n[proxy]\n{proxy_keys}\n{agents}");
         std::fs::write(&config, toml).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_memshift"))
-            .args(["proxy", "--config"])
+            .args([subcommand, "--config"])
             .arg(&config)
             .env("RUST_LOG", "memshift=debug")
             .stdout(Stdio::piped())
@@ -169,39 +170,26 @@ impl Proxy {
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
             .expect("read ready line");
-        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
-            panic!(
+        let Ok(ready) = serde_json::from_str::<serde_json::Value>(&line) else {
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(format!(
                 "no ready line: {line:?}; stderr: {:?}",
                 stderr.lock().unwrap()
-            )
-        });
-        let endpoints = ready["agents"]
-            .as_array()
-            .expect("agents")
-            .iter()
-            .map(|a| {
-                (
-                    a["agent"].as_str().unwrap().to_owned(),
-                    a["endpoint"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
+            ));
+        };
         let metrics = ready["metrics"]
             .as_str()
             .expect("metrics")
             .parse()
             .expect("addr");
-        Proxy {
+        Ok(Process {
             child,
-            endpoints,
+            ready,
             metrics,
             stderr,
             _dir: dir,
-        }
-    }
-
-    pub fn endpoint(&self, agent: &str) -> &str {
-        &self.endpoints[agent]
+        })
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
@@ -209,7 +197,7 @@ impl Proxy {
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(self.pid(), signal).expect("signal the proxy");
+        nix::sys::signal::kill(self.pid(), signal).expect("signal memshift");
     }
 
     /// Waits for a log line containing `needle`.
@@ -229,7 +217,7 @@ impl Proxy {
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        wait_for("the proxy to exit", timeout, || {
+        wait_for("memshift to exit", timeout, || {
             self.child.try_wait().expect("try_wait")
         })
     }
@@ -245,10 +233,62 @@ impl Proxy {
     }
 }
 
-impl Drop for Proxy {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `memshift proxy` child process.
+pub struct Proxy {
+    process: Process,
+    /// Bound listen endpoint per agent name.
+    pub endpoints: HashMap<String, String>,
+}
+
+impl std::ops::Deref for Proxy {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Proxy {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
+
+/// An `[[agents]]` table for `legacy`, listening on a free port.
+pub fn agent_toml(name: &str, profile: &str, legacy: &str, extra: &str) -> String {
+    format!(
+        "[[agents]]\nname = \"{name}\"\nprofile = \"{profile}\"\nlisten = \"tcp://127.0.0.1:*\"\nlegacy = \"{legacy}\"\n{extra}\n"
+    )
+}
+
+impl Proxy {
+    /// Starts the proxy with `[metrics] listen` on a free port, the given `[proxy]` keys
+    /// and agent tables, and waits for its ready line.
+    pub fn start(proxy_keys: &str, agents: &str) -> Proxy {
+        let toml = format!("[metrics]\nlisten = \"127.0.0.1:0\"\n[proxy]\n{proxy_keys}\n{agents}");
+        let process = Process::start("proxy", &toml);
+        let endpoints = process.ready["agents"]
+            .as_array()
+            .expect("agents")
+            .iter()
+            .map(|a| {
+                (
+                    a["agent"].as_str().unwrap().to_owned(),
+                    a["endpoint"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        Proxy { process, endpoints }
+    }
+
+    pub fn endpoint(&self, agent: &str) -> &str {
+        &self.endpoints[agent]
     }
 }
 

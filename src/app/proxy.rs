@@ -5,13 +5,13 @@
 //! forwarders drain under the grace period and are joined, HTTP stops, and only then is the
 //! ZMQ context dropped (dropping it with a socket open would block forever).
 
+use super::announce;
 use crate::config::Config;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Listening};
 use anyhow::Context as _;
 use serde::Serialize;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -74,13 +74,5 @@ pub async fn run_proxy(config: Config, shutdown: CancellationToken) -> anyhow::R
     forwarders?;
     served.context("metrics endpoint")?;
     info!("memshift proxy stopped");
-    Ok(())
-}
-
-fn announce(ready: &Ready) -> anyhow::Result<()> {
-    let line = serde_json::to_string(ready)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()?;
     Ok(())
 }

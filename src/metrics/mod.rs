@@ -7,6 +7,10 @@
 //! label handles are resolved once at start-up, so counting a request costs a few atomic
 //! adds and no hashing.
 
+mod orchestrator;
+
+pub use orchestrator::{EmbeddingOutcome, OrchestratorMetrics};
+
 use crate::classify::action_labels;
 use crate::config::AgentConfig;
 use crate::guard::Refusal;
@@ -67,7 +71,7 @@ pub struct Metrics {
 }
 
 /// Latency buckets for a backend round trip: 100 µs to 30 s.
-const BACKEND_BUCKETS: &[f64] = &[
+pub(crate) const BACKEND_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,
 ];
@@ -156,27 +160,13 @@ impl Metrics {
             ),
             registry,
         };
-        let build = gauge_vec(
-            &m.registry,
-            "memshift_build_info",
-            "Always 1; the labels say which build is running.",
-            &["version"],
-        );
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let process = prometheus::process_collector::ProcessCollector::for_self();
-        m.registry
-            .register(Box::new(process))
-            .expect("process collector registers once");
+        register_process(&m.registry);
         m
     }
 
     /// The metrics text, in the Prometheus exposition format.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("encoding to a Vec cannot fail");
-        String::from_utf8(buf).expect("the text format is UTF-8")
+        render(&self.registry)
     }
 
     /// Handles for one agent's forwarder, resolved now so the hot path does no lookups.
@@ -297,6 +287,30 @@ impl AgentMetrics {
             .expect("in ALL");
         self.connection_events[i].inc();
     }
+}
+
+/// The build info gauge and the process collector, which every memshift process exports.
+fn register_process(registry: &Registry) {
+    let build = gauge_vec(
+        registry,
+        "memshift_build_info",
+        "Always 1; the labels say which build is running.",
+        &["version"],
+    );
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let process = prometheus::process_collector::ProcessCollector::for_self();
+    registry
+        .register(Box::new(process))
+        .expect("process collector registers once");
+}
+
+/// A registry's metrics in the Prometheus text exposition format.
+fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("encoding to a Vec cannot fail");
+    String::from_utf8(buf).expect("the text format is UTF-8")
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

@@ -1,0 +1,134 @@
+//! The async side of a request: parse, handle under the concurrency limit and the deadline,
+//! reply, count, and write the access log.
+
+use super::service::Service;
+use super::socket::{Incoming, ToSocket};
+use crate::api::{self, Action, ApiError, ErrorCode, Request};
+use crate::store::AccessLogRecord;
+use crate::wakeup::WakeSender;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Takes requests off the socket thread's channel until it closes (a drain), running at
+/// most `max_concurrent` at once; each runs on `tracker`, so shutdown can wait for them.
+pub async fn run(
+    mut requests: mpsc::Receiver<Incoming>,
+    service: Arc<Service>,
+    replies: WakeSender<ToSocket>,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(service.settings.max_concurrent));
+    while let Some(incoming) = requests.recv().await {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let (service, replies) = (service.clone(), replies.clone());
+        tracker.spawn(async move {
+            handle(&service, incoming, &replies).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(service: &Service, incoming: Incoming, replies: &WakeSender<ToSocket>) {
+    let deadline = incoming.received + service.settings.request_deadline;
+    let (echo, parsed) = match api::parse_request(&incoming.body) {
+        Ok((echo, req)) => (echo, Ok(req)),
+        Err(rejected) => {
+            let (echo, err) = *rejected;
+            (echo, Err(err))
+        }
+    };
+    let request_id = parsed.as_ref().ok().and_then(|r| r.request_id.clone());
+    let action = parsed.as_ref().ok().map(|r| r.action);
+    let span = info_span!("request", action = action.map(Action::name), request_id);
+    let result = match &parsed {
+        Ok(req) => {
+            let handled = tokio::time::timeout_at(deadline.into(), service.handle(req));
+            match handled.instrument(span.clone()).await {
+                Ok(result) => result,
+                Err(_) => Err(deadline_exceeded(service)),
+            }
+        }
+        Err(err) => Err(err.clone()),
+    };
+    let body = match &result {
+        Ok(data) => api::success(&echo, data.clone()),
+        Err(err) => api::error(&echo, err),
+    };
+    let code = result.as_ref().err().map(|e| e.code);
+    span.in_scope(|| debug!(outcome = code.map_or("success", ErrorCode::as_str), "reply"));
+    if let Some(ErrorCode::StorageError | ErrorCode::InternalError) = code {
+        let message = result
+            .as_ref()
+            .err()
+            .map(|e| e.message.as_str())
+            .unwrap_or_default();
+        span.in_scope(|| warn!(error = message, "request failed"));
+    }
+    replies.send(ToSocket::Reply {
+        envelope: incoming.envelope,
+        body,
+    });
+    service
+        .metrics
+        .request(action, code, incoming.received.elapsed().as_secs_f64());
+    if let Ok(req) = &parsed {
+        access_log(service, req, &result, incoming.peer.as_deref()).await;
+    }
+}
+
+fn deadline_exceeded(service: &Service) -> ApiError {
+    ApiError::new(
+        ErrorCode::StorageError,
+        "the request did not finish within its deadline",
+    )
+    .with("reason", "deadline_exceeded")
+    .with(
+        "deadline_ms",
+        service.settings.request_deadline.as_millis() as u64,
+    )
+    .with("retryable", true)
+}
+
+/// One `memory_access_logs` row for requests about one memory, after the reply has gone.
+async fn access_log(
+    service: &Service,
+    req: &Request,
+    result: &Result<Value, ApiError>,
+    peer: Option<&str>,
+) {
+    if !service.settings.access_log {
+        return;
+    }
+    let operation = match req.action {
+        Action::Create | Action::Read | Action::Update | Action::Delete => req.action.name(),
+        _ => return,
+    };
+    let from_reply = result
+        .as_ref()
+        .ok()
+        .and_then(|d| d.get("memory_id"))
+        .and_then(Value::as_str);
+    let from_request = req.payload.get("memory_id").and_then(Value::as_str);
+    let Some(memory_id) = from_reply.or(from_request) else {
+        return;
+    };
+    let record = AccessLogRecord {
+        memory_id,
+        session_id: req.session_id.as_deref(),
+        agent_id: req.payload.get("source_agent").and_then(Value::as_str),
+        operation,
+        request_id: req.request_id.as_deref(),
+        success: result.is_ok(),
+        error_code: result.as_ref().err().map(|e| e.code.as_str()),
+        ip_address: peer,
+    };
+    if let Err(e) = service.store.log_access(&record).await {
+        service.metrics.access_log_failures.inc();
+        debug!(error = %e, "access log row not written");
+    }
+}

@@ -1,0 +1,23 @@
+//! The Memory Orchestrator: the API of `../shared/specs/orchestrator-api.md` served over
+//! ZMQ on PostgreSQL + pgvector.
+//!
+//! - [`socket`]: the ROUTER on its own thread; sheds load it cannot queue.
+//! - [`dispatch`]: the concurrency limit, the per-request deadline, replies, metrics, the
+//!   access log.
+//! - [`service`] and one module per group of actions ([`memories`], [`queries`],
+//!   [`search`], [`sessions`]): validation and the queries of [`crate::store`].
+//! - [`sweeper`]: deletes expired entries for good.
+//!
+//! The process around them (start-up, shutdown) is [`crate::app::run_orchestrator`].
+
+pub mod dispatch;
+mod memories;
+mod queries;
+mod search;
+pub mod service;
+mod sessions;
+pub mod socket;
+pub mod sweeper;
+
+pub use memories::MEMORY_TYPES;
+pub use service::Service;

@@ -1,0 +1,108 @@
+//! Sessions: idempotent creation, end and archive.
+
+use super::memories::WriteOutcome;
+use super::{Result, Store};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+
+/// A validated `create_session`.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub session_id: String,
+    pub user_id: Option<String>,
+    pub metadata: Value,
+    pub session_type: String,
+    /// The legacy time, when mirroring or backfilling.
+    pub created_at: Option<DateTime<Utc>>,
+    pub fingerprint: String,
+}
+
+/// A session after `end_session`.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct EndedSession {
+    pub session_id: String,
+    pub ended_at: DateTime<Utc>,
+    pub is_archived: bool,
+}
+
+impl Store {
+    /// Creates a session, or recognises a repeat of an earlier identical create.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn create_session(
+        &self,
+        s: &NewSession,
+    ) -> Result<WriteOutcome<(String, DateTime<Utc>)>> {
+        let inserted: Option<(DateTime<Utc>,)> = sqlx::query_as(
+            "INSERT INTO sessions (session_id, user_id, metadata, session_type, created_at,
+                 updated_at, request_fingerprint)
+             VALUES ($1, $2, $3, $4, COALESCE($5, now()), COALESCE($5, now()), $6)
+             ON CONFLICT (session_id) DO NOTHING
+             RETURNING created_at",
+        )
+        .bind(&s.session_id)
+        .bind(&s.user_id)
+        .bind(Json(&s.metadata))
+        .bind(&s.session_type)
+        .bind(s.created_at)
+        .bind(&s.fingerprint)
+        .fetch_optional(self.pool())
+        .await?;
+        if let Some((created_at,)) = inserted {
+            return Ok(WriteOutcome::Created((s.session_id.clone(), created_at)));
+        }
+        let existing: Option<(DateTime<Utc>, Option<String>)> = sqlx::query_as(
+            "SELECT created_at, request_fingerprint FROM sessions WHERE session_id = $1",
+        )
+        .bind(&s.session_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match existing {
+            Some((created_at, Some(fp))) if fp == s.fingerprint => {
+                WriteOutcome::Repeated((s.session_id.clone(), created_at))
+            }
+            _ => WriteOutcome::Conflict,
+        })
+    }
+
+    /// Ends a session (the first end's time stays, so a retried end changes nothing),
+    /// records its summary and archives it if asked; `None` if there is no such session.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn end_session(
+        &self,
+        session_id: &str,
+        summary: Option<&str>,
+        archive: bool,
+    ) -> Result<Option<EndedSession>> {
+        Ok(sqlx::query_as(
+            "UPDATE sessions SET
+                 ended_at = COALESCE(ended_at, now()),
+                 summary = COALESCE($2, summary),
+                 is_archived = is_archived OR $3,
+                 updated_at = now()
+             WHERE session_id = $1
+             RETURNING session_id, ended_at, is_archived",
+        )
+        .bind(session_id)
+        .bind(summary)
+        .bind(archive)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Whether a session exists.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn session_exists(&self, session_id: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM sessions WHERE session_id = $1")
+            .bind(session_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.is_some())
+    }
+}

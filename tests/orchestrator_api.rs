@@ -1,0 +1,452 @@
+//! Every action of the orchestrator's API against a real PostgreSQL with pgvector: success
+//! and error paths, the envelope, idempotent repeats.
+
+mod common;
+
+use common::pg::{Orchestrator, TestDb};
+use common::*;
+use serde_json::json;
+
+fn setup() -> (TestDb, Orchestrator, zmq::Context) {
+    let db = TestDb::new();
+    let orch = Orchestrator::start(&db, "", "");
+    (db, orch, zmq::Context::new())
+}
+
+#[test]
+fn memories_live_through_create_read_update_delete() {
+    let (mut db, orch, ctx) = setup();
+    let mut c = orch.client(&ctx);
+    c.ok(
+        "create_session",
+        None,
+        json!({"user_id": "u1", "session_id": "s1",
+        "session_metadata": {"session_type": "conversation", "device": "kitchen"}}),
+    );
+    let created = c.ok(
+        "create",
+        Some("s1"),
+        json!({
+            "memory_type": "conversation", "priority": 7, "tags": ["b", "a"],
+            "content": {"text": "Grüße aus Köln 🎉", "role": "user"},
+            "source_agent": "session_memory", "user_id": "u1",
+        }),
+    );
+    let id = created["memory_id"].as_str().unwrap().to_owned();
+    assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let entry = c.ok("read", None, json!({"memory_id": id}));
+    assert_eq!(entry["content"]["text"], "Grüße aus Köln 🎉");
+    assert_eq!(entry["tags"], json!(["a", "b"]));
+    assert_eq!(entry["priority"], 7);
+    assert_eq!(entry["session_id"], "s1");
+    assert_eq!(entry["user_id"], "u1");
+    assert_eq!(entry["source_agent"], "session_memory");
+    assert_eq!(entry["expires_at"], json!(null));
+    assert_eq!(entry["memory_type"], "conversation");
+
+    let updated = c.ok(
+        "update",
+        None,
+        json!({"memory_id": id, "content": {"text": "new"},
+        "tags": ["c"], "ttl": 3600, "priority": 2}),
+    );
+    assert!(updated["expires_at"].is_string());
+    let entry = c.ok("read", None, json!({"memory_id": id}));
+    assert_eq!(entry["content"], json!({"text": "new"}));
+    assert_eq!(entry["tags"], json!(["c"]));
+    assert_eq!(entry["priority"], 2);
+    assert_ne!(entry["updated_at"], entry["created_at"]);
+
+    assert_eq!(
+        c.ok("delete", None, json!({"memory_id": id})),
+        json!({"deleted": true})
+    );
+    assert_eq!(
+        c.err("read", None, json!({"memory_id": id})),
+        "memory_not_found"
+    );
+    // A retried delete is harmless; the row stays, soft-deleted.
+    assert_eq!(
+        c.ok("delete", None, json!({"memory_id": id})),
+        json!({"deleted": true})
+    );
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT count(*) FROM memory_entries WHERE memory_id = '{id}' AND NOT is_active"
+        )),
+        1
+    );
+    // Every access was logged, without content.
+    let ops = db.texts(&format!(
+        "SELECT operation FROM memory_access_logs WHERE memory_id = '{id}' ORDER BY log_id"
+    ));
+    assert_eq!(
+        ops,
+        [
+            "create", "read", "update", "read", "delete", "read", "delete"
+        ]
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM memory_access_logs WHERE request_data::text LIKE '%Köln%'"),
+        0
+    );
+}
+
+#[test]
+fn single_memory_errors() {
+    let (_db, orch, ctx) = setup();
+    let mut c = orch.client(&ctx);
+    for (action, payload, code) in [
+        ("read", json!({"memory_id": "nope"}), "memory_not_found"),
+        (
+            "update",
+            json!({"memory_id": "nope", "priority": 3}),
+            "memory_not_found",
+        ),
+        ("delete", json!({"memory_id": "nope"}), "memory_not_found"),
+        ("read", json!({}), "invalid_request"),
+        (
+            "create",
+            json!({"content": {"text": "x"}}),
+            "invalid_request",
+        ),
+        (
+            "create",
+            json!({"memory_type": "context"}),
+            "invalid_request",
+        ),
+        (
+            "create",
+            json!({"memory_type": "dream", "content": {}}),
+            "validation_error",
+        ),
+        (
+            "create",
+            json!({"memory_type": "context", "content": "text"}),
+            "validation_error",
+        ),
+        (
+            "create",
+            json!({"memory_type": "context", "content": {"text": 5}}),
+            "validation_error",
+        ),
+        (
+            "create",
+            json!({"memory_type": "context", "content": {}, "priority": 11}),
+            "validation_error",
+        ),
+        (
+            "create",
+            json!({"memory_type": "context", "content": {}, "priority": "high"}),
+            "validation_error",
+        ),
+        (
+            "create",
+            json!({"memory_type": "context", "content": {}, "ttl": -5}),
+            "validation_error",
+        ),
+        (
+            "create",
+            json!({"memory_type": "context", "content": {}, "tags": [1]}),
+            "validation_error",
+        ),
+        (
+            "create",
+            json!({"memory_type": "context", "content": {}, "memory_id": "x".repeat(65)}),
+            "validation_error",
+        ),
+        (
+            "create",
+            json!({"memory_type": "context", "content": {}, "created_at": "yesterday"}),
+            "validation_error",
+        ),
+        ("update", json!({"memory_id": "nope"}), "validation_error"),
+    ] {
+        assert_eq!(
+            c.err(action, None, payload.clone()),
+            code,
+            "{action} {payload}"
+        );
+    }
+    assert_eq!(
+        c.err(
+            "create",
+            Some("no-such-session"),
+            json!({"memory_type": "context", "content": {}})
+        ),
+        "session_not_found"
+    );
+}
+
+#[test]
+fn caller_chosen_ids_and_keys_make_writes_idempotent() {
+    let (mut db, orch, ctx) = setup();
+    let mut c = orch.client(&ctx);
+    let write = json!({"memory_type": "interaction", "memory_id": "jarvis-1", "user_id": "u9",
+        "content": {"text": "water the plants", "memory": {"text": "water the plants"}},
+        "tags": ["reminder"], "created_at": "2025-01-02T03:04:05.123456Z"});
+    let first = c.ok("create", None, write.clone());
+    assert_eq!(
+        first["created_at"], "2025-01-02T03:04:05.123456Z",
+        "legacy time kept"
+    );
+    // The same write again, keys in another order: success, same answer, one row.
+    let reordered: serde_json::Value = serde_json::from_str(
+        r#"{"tags": ["reminder"], "created_at": "2025-01-02T03:04:05.123456Z", "content": {"memory": {"text": "water the plants"}, "text": "water the plants"}, "user_id": "u9", "memory_id": "jarvis-1", "memory_type": "interaction"}"#,
+    )
+    .unwrap();
+    assert_eq!(c.ok("create", None, reordered), first);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM memory_entries WHERE memory_id = 'jarvis-1'"),
+        1
+    );
+    // Different content under the same id: refused, not overwritten.
+    let mut other = write.clone();
+    other["content"]["text"] = json!("feed the cat");
+    let reply = c.call("create", None, other);
+    assert_eq!(reply["error"]["code"], "validation_error");
+    assert_eq!(reply["error"]["details"]["reason"], "idempotency_conflict");
+    assert!(
+        !reply.to_string().contains("feed the cat"),
+        "no content in errors: {reply}"
+    );
+    assert_eq!(
+        c.ok("read", None, json!({"memory_id": "jarvis-1"}))["content"]["text"],
+        "water the plants"
+    );
+
+    // An idempotency key without an id: the orchestrator's id, returned again on a repeat.
+    let keyed =
+        json!({"memory_type": "context", "idempotency_key": "mirror:42", "content": {"text": "k"}});
+    let a = c.ok("create", None, keyed.clone());
+    let b = c.ok("create", None, keyed.clone());
+    assert_eq!(a, b);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM memory_entries WHERE idempotency_key = 'mirror:42'"),
+        1
+    );
+    let mut changed = keyed;
+    changed["priority"] = json!(9);
+    assert_eq!(c.err("create", None, changed), "validation_error");
+
+    // Sessions too.
+    let s = json!({"session_id": "sess-a", "user_id": "u9", "session_metadata": {"session_type": "voice"}});
+    let s1 = c.ok("create_session", None, s.clone());
+    assert_eq!(c.ok("create_session", None, s), s1);
+    assert_eq!(
+        c.err(
+            "create_session",
+            None,
+            json!({"session_id": "sess-a", "user_id": "someone-else"})
+        ),
+        "validation_error"
+    );
+    assert_eq!(
+        db.texts("SELECT session_type FROM sessions WHERE session_id = 'sess-a'"),
+        ["voice"]
+    );
+}
+
+#[test]
+fn sessions_end_and_archive_once() {
+    let (mut db, orch, ctx) = setup();
+    let mut c = orch.client(&ctx);
+    let created = c.ok("create_session", None, json!({"user_id": "u1"}));
+    let sid = created["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(sid.len(), 36, "a uuid when the caller chooses none");
+    assert_eq!(
+        db.texts(&format!(
+            "SELECT session_type FROM sessions WHERE session_id = '{sid}'"
+        )),
+        ["conversation"]
+    );
+    let ended = c.ok(
+        "end_session",
+        Some(&sid),
+        json!({"summary": "talked about plants", "archive": true}),
+    );
+    assert_eq!(ended["session_id"], sid.as_str());
+    assert_eq!(ended["is_archived"], true);
+    let again = c.ok("end_session", Some(&sid), json!({}));
+    assert_eq!(
+        again["ended_at"], ended["ended_at"],
+        "the first end's time stays"
+    );
+    assert_eq!(again["is_archived"], true);
+    assert_eq!(
+        db.texts(&format!(
+            "SELECT summary FROM sessions WHERE session_id = '{sid}'"
+        )),
+        ["talked about plants"]
+    );
+    assert_eq!(
+        c.err("end_session", Some("nope"), json!({})),
+        "session_not_found"
+    );
+    assert_eq!(c.err("end_session", None, json!({})), "invalid_request");
+    assert_eq!(
+        c.err("end_session", Some(&sid), json!({"archive": "yes"})),
+        "validation_error"
+    );
+    assert_eq!(
+        c.err("create_session", None, json!({"user_id": 5})),
+        "validation_error"
+    );
+}
+
+#[test]
+fn batch_read_pages_sorts_and_filters() {
+    let (_db, orch, ctx) = setup();
+    let mut c = orch.client(&ctx);
+    c.ok("create_session", None, json!({"session_id": "s1"}));
+    for i in 0..7 {
+        c.ok(
+            "create",
+            Some(if i < 5 { "s1" } else { "" }),
+            json!({
+                "memory_type": if i % 2 == 0 { "conversation" } else { "decision" },
+                "memory_id": format!("m{i}"), "priority": i + 1,
+                "content": {"text": format!("entry {i}")},
+                "tags": if i < 3 { json!(["early"]) } else { json!([]) },
+                "created_at": format!("2026-01-0{}T00:00:00Z", i + 1),
+            }),
+        );
+    }
+    let ids = |d: &serde_json::Value| -> Vec<String> {
+        d["memories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["memory_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let page = c.ok("batch_read", None, json!({"filter": {"limit": 3, "offset": 0, "sort": {"field": "created_at", "order": "asc"}}}));
+    assert_eq!(ids(&page), ["m0", "m1", "m2"]);
+    assert_eq!(page["total_count"], 7);
+    assert_eq!(
+        page["page_info"],
+        json!({"limit": 3, "offset": 0, "has_more": true})
+    );
+    let last = c.ok("batch_read", None, json!({"filter": {"limit": 3, "offset": 6, "sort": {"field": "created_at", "order": "asc"}}}));
+    assert_eq!(ids(&last), ["m6"]);
+    assert_eq!(last["page_info"]["has_more"], false);
+    let by_priority = c.ok(
+        "batch_read",
+        None,
+        json!({"filter": {"limit": 2, "sort": {"field": "priority", "order": "desc"}}}),
+    );
+    assert_eq!(ids(&by_priority), ["m6", "m5"]);
+    let decisions = c.ok("batch_read", None, json!({"filter": {"memory_type": "decision", "session_id": "s1", "sort": {"order": "asc"}}}));
+    assert_eq!(ids(&decisions), ["m1", "m3"]);
+    let tagged = c.ok("batch_read", None, json!({"filter": {"tags": ["early"], "time_range": {"start": "2026-01-02T00:00:00Z", "end": "2026-01-03T00:00:00Z"}, "sort": {"order": "asc"}}}));
+    assert_eq!(ids(&tagged), ["m1", "m2"]);
+    let by_id = c.ok(
+        "batch_read",
+        None,
+        json!({"memory_ids": ["m4", "m0", "gone"]}),
+    );
+    assert_eq!(ids(&by_id), ["m4", "m0"]);
+    assert_eq!(by_id["total_count"], 2);
+    assert_eq!(c.err("batch_read", None, json!({})), "invalid_request");
+    assert_eq!(
+        c.err("batch_read", None, json!({"filter": {"limit": 0}})),
+        "validation_error"
+    );
+    assert_eq!(
+        c.err(
+            "batch_read",
+            None,
+            json!({"filter": {"sort": {"field": "content"}}})
+        ),
+        "validation_error"
+    );
+    assert_eq!(
+        c.err(
+            "batch_read",
+            None,
+            json!({"filter": {"time_range": {"start": "soon"}}})
+        ),
+        "validation_error"
+    );
+}
+
+#[test]
+fn bulk_delete_and_summarize() {
+    let (_db, orch, ctx) = setup();
+    let mut c = orch.client(&ctx);
+    c.ok("create_session", None, json!({"session_id": "s1"}));
+    for (i, t) in ["decision", "decision", "context"].iter().enumerate() {
+        c.ok("create", Some("s1"), json!({"memory_type": t, "memory_id": format!("m{i}"),
+            "content": {"text": format!("note {i}")}, "created_at": format!("2026-02-0{}T00:00:00Z", i + 1)}));
+    }
+    let summary = c.ok("summarize", Some("s1"), json!({"memory_type": "decision"}));
+    assert_eq!(summary["memory_count"], 2);
+    let text = summary["summary"].as_str().unwrap();
+    assert!(text.starts_with("2 memories of type decision"), "{text}");
+    assert!(
+        text.find("note 0").unwrap() < text.find("note 1").unwrap(),
+        "chronological: {text}"
+    );
+    assert!(!text.contains("note 2"));
+    assert_eq!(
+        c.ok("summarize", Some("other"), json!({}))["memory_count"],
+        0
+    );
+
+    assert_eq!(c.err("bulk_delete", None, json!({})), "invalid_request");
+    assert_eq!(
+        c.err("bulk_delete", None, json!({"filter": {}})),
+        "validation_error"
+    );
+    let done = c.ok(
+        "bulk_delete",
+        None,
+        json!({"filter": {"memory_type": "decision", "older_than": "2026-02-02T12:00:00Z"}}),
+    );
+    assert_eq!(done["deleted_count"], 2);
+    assert_eq!(
+        c.ok(
+            "bulk_delete",
+            None,
+            json!({"filter": {"memory_type": "decision"}})
+        )["deleted_count"],
+        0
+    );
+    assert_eq!(
+        c.err("read", None, json!({"memory_id": "m1"})),
+        "memory_not_found"
+    );
+    c.ok("read", None, json!({"memory_id": "m2"}));
+}
+
+#[test]
+fn health_and_unknown_action() {
+    let (_db, orch, ctx) = setup();
+    let mut c = orch.client(&ctx);
+    let health = c.ok("health", None, json!({}));
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["database"], "ok");
+    assert_eq!(health["embedding_backlog"], 0);
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    let reply = c.call("forget_everything", None, json!({}));
+    assert_eq!(reply["error"]["code"], "invalid_request");
+}
+
+#[test]
+fn dealer_clients_with_and_without_delimiter_are_answered() {
+    let (_db, orch, ctx) = setup();
+    let dealer = dealer_socket(&ctx, &orch.endpoint);
+    let reply = dealer_request(&dealer, br#"{"action": "health", "request_id": "d1"}"#);
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["request_id"], "d1");
+    assert_eq!(reply["status"], "success");
+    // No delimiter: the reply comes back the same way, one frame.
+    dealer
+        .send(&br#"{"action": "health", "request_id": "d2"}"#[..], 0)
+        .unwrap();
+    let frames = dealer.recv_multipart(0).unwrap();
+    assert_eq!(frames.len(), 1);
+    let reply: serde_json::Value = serde_json::from_slice(&frames[0]).unwrap();
+    assert_eq!(reply["request_id"], "d2");
+}
