@@ -141,12 +141,16 @@ impl Process {
     /// Writes `toml` to a fresh config file, starts `memshift <subcommand>` on it and waits
     /// for its ready line.
     pub fn start(subcommand: &str, toml: &str) -> Process {
-        Process::try_start(subcommand, toml).unwrap_or_else(|e| panic!("{e}"))
+        Process::try_start(subcommand, toml, &[]).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// As [`Process::start`], but a process that exits instead of announcing readiness is
     /// an `Err` with its stderr.
-    pub fn try_start(subcommand: &str, toml: &str) -> Result<Process, String> {
+    pub fn try_start(
+        subcommand: &str,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Process, String> {
         let dir = TempDir::new().expect("tempdir");
         let config = dir.path().join("memshift.toml");
         std::fs::write(&config, toml).expect("write config");
@@ -154,6 +158,7 @@ impl Process {
             .args([subcommand, "--config"])
             .arg(&config)
             .env("RUST_LOG", "memshift=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

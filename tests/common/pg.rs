@@ -232,15 +232,24 @@ impl Orchestrator {
     }
 
     pub fn start_on(url: &str, orchestrator: &str, extra: &str) -> Orchestrator {
+        Orchestrator::start_with_env(url, orchestrator, extra, &[])
+    }
+
+    /// As [`Orchestrator::start_on`], with extra environment variables for the process.
+    pub fn start_with_env(
+        url: &str,
+        orchestrator: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Orchestrator {
         let extra = if extra.contains("[embedding]") {
             extra.to_owned()
         } else {
             format!("[embedding]\npoll_interval = \"50ms\"\n{extra}")
         };
-        let process = Process::start(
-            "orchestrator",
-            &orchestrator_toml(url, orchestrator, &extra),
-        );
+        let toml = orchestrator_toml(url, orchestrator, &extra);
+        let process =
+            Process::try_start("orchestrator", &toml, env).unwrap_or_else(|e| panic!("{e}"));
         let endpoint = process.ready["endpoint"]
             .as_str()
             .expect("endpoint")
