@@ -10,7 +10,16 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 /// id, type, tags, user, text, day of January 2026.
-const CORPUS: &[(&str, &str, &[&str], &str, &str, u32)] = &[
+type Doc = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+    u32,
+);
+
+const CORPUS: &[Doc] = &[
     (
         "a",
         "context",
