@@ -221,6 +221,11 @@ impl Process {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The exit status if the process has exited, without waiting.
+    pub fn wait_exit_or_none(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         wait_for("memshift to exit", timeout, || {
             self.child.try_wait().expect("try_wait")
