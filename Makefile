@@ -1,5 +1,5 @@
 # memshift — the two commands that matter: `make demo` and `make test`.
-.PHONY: demo test bench lint build bootstrap clean
+.PHONY: demo test bench bench-orchestrator lint build bootstrap clean
 
 # System packages (libzmq) and the Python venv for the legacy stand-ins.
 bootstrap:
@@ -19,6 +19,11 @@ test: bootstrap
 # Primary-path throughput and latency: direct vs libzmq's zmq_proxy vs memshift.
 bench: bootstrap
 	cargo bench --bench proxy
+
+# The orchestrator: create throughput, embedding drain rate, read/search latency at 100k
+# entries, each next to a yardstick, on a throwaway PostgreSQL (or DATABASE_URL).
+bench-orchestrator: bootstrap
+	scripts/pg.sh run cargo bench --bench orchestrator
 
 lint:
 	cargo fmt --all -- --check

@@ -166,6 +166,10 @@ pub struct EmbeddingSettings {
     pub poll_interval: Duration,
     /// The cap of the exponential backoff between retries of a failed embedding.
     pub max_backoff: Duration,
+    /// Run the embedding worker in this process. Off, the process still queues texts and
+    /// answers searches; another orchestrator (or a later start) embeds them. Lets
+    /// embedding be scaled, or paused, apart from the API.
+    pub worker: bool,
 }
 
 /// The local embedder's model name, versioned: a change to its algorithm gets a new name,
@@ -182,6 +186,7 @@ impl Default for EmbeddingSettings {
             timeout: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(600),
+            worker: true,
         }
     }
 }
@@ -278,6 +283,7 @@ pub(super) fn read_embedding(value: Option<&Value>, errors: &mut Errors) -> Embe
         timeout: t.parse("timeout", d.timeout, errors, parse_duration),
         poll_interval: t.parse("poll_interval", d.poll_interval, errors, parse_duration),
         max_backoff: t.parse("max_backoff", d.max_backoff, errors, parse_duration),
+        worker: t.get("worker", errors).unwrap_or(d.worker),
     };
     t.finish(errors);
     let (provider, model) = match provider_name.as_str() {

@@ -4,7 +4,8 @@
 //! Woken at once by a write (a [`Notify`]) and otherwise every `poll_interval`, so queued
 //! work is found even when another orchestrator queued it. A failed batch is retried with
 //! exponential backoff by the queue itself (see the migration), never dropped. The backlog
-//! gauge is refreshed at most once a second.
+//! gauge is refreshed at most once a second. With `embedding.worker = false` only the
+//! gauges are kept up to date.
 
 use super::Embedder;
 use crate::config::EmbeddingSettings;
@@ -42,6 +43,12 @@ impl Worker {
             if last_backlog.elapsed() >= Duration::from_secs(1) {
                 self.refresh_backlog().await;
                 last_backlog = Instant::now();
+            }
+            if !self.settings.worker {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
             }
             let step = match self.step().await {
                 Ok(step) => {
@@ -139,12 +146,12 @@ impl Worker {
             }
         }
         let attempted = done.len();
-        let stored = self.store.complete_embeddings(done).await?;
+        let stored = self.store.complete_embeddings(&done).await?;
         let now = Utc::now();
-        for enqueued in &stored {
+        for (item, _) in done.iter().filter(|(i, _)| stored.contains(&i.memory_id)) {
             self.metrics
                 .embedding_lag
-                .observe((now - *enqueued).as_seconds_f64().max(0.0));
+                .observe((now - item.enqueued_at).as_seconds_f64().max(0.0));
         }
         self.metrics
             .embeddings(EmbeddingOutcome::Stored, stored.len());

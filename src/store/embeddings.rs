@@ -50,59 +50,55 @@ impl Store {
         Ok(Lease { items })
     }
 
-    /// Stores the vectors of leased rows and takes them off the queue. A row re-queued
-    /// since it was leased (its text changed) keeps its place, and its stale vector is
-    /// dropped. Returns the enqueue times of the rows stored.
+    /// Stores the vectors of leased rows and takes them off the queue, in one statement. A
+    /// row re-queued since it was leased (its text changed) keeps its place, and its stale
+    /// vector is dropped. Returns the ids stored.
     ///
     /// # Errors
     /// The database failed.
-    pub async fn complete_embeddings(
-        &self,
-        done: Vec<(QueueItem, Vec<f32>)>,
-    ) -> Result<Vec<DateTime<Utc>>> {
-        let model = self.vectors().model().to_owned();
-        let mut tx = self.pool().begin().await?;
-        let mut stored = Vec::with_capacity(done.len());
-        for (item, vector) in done {
-            let current = sqlx::query(
-                "DELETE FROM embedding_queue WHERE memory_id = $1 AND enqueued_at = $2 RETURNING 1",
-            )
-            .bind(&item.memory_id)
-            .bind(item.enqueued_at)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if current.is_none() {
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO vector_embeddings (memory_id, embedding, embedding_model)
-                 VALUES ($1, $2, $3)
-                 ON CONFLICT (memory_id, embedding_model)
-                 DO UPDATE SET embedding = excluded.embedding, created_at = now()",
-            )
-            .bind(&item.memory_id)
-            .bind(Vector::from(vector))
-            .bind(&model)
-            .execute(&mut *tx)
-            .await?;
-            stored.push(item.enqueued_at);
-        }
-        tx.commit().await?;
-        Ok(stored)
+    pub async fn complete_embeddings(&self, done: &[(QueueItem, Vec<f32>)]) -> Result<Vec<String>> {
+        let ids: Vec<&str> = done.iter().map(|(i, _)| i.memory_id.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = done.iter().map(|(i, _)| i.enqueued_at).collect();
+        let vectors: Vec<Vector> = done.iter().map(|(_, v)| Vector::from(v.clone())).collect();
+        let stored: Vec<(String,)> = sqlx::query_as(
+            "WITH current AS (
+                 DELETE FROM embedding_queue q
+                 USING unnest($1::text[], $2::timestamptz[]) AS d(memory_id, enqueued_at)
+                 WHERE q.memory_id = d.memory_id AND q.enqueued_at = d.enqueued_at
+                 RETURNING q.memory_id)
+             INSERT INTO vector_embeddings (memory_id, embedding, embedding_model)
+             SELECT v.memory_id, v.embedding, $4
+             FROM unnest($1::text[], $3::vector[]) AS v(memory_id, embedding)
+             JOIN current ON current.memory_id = v.memory_id
+             ON CONFLICT (memory_id, embedding_model)
+             DO UPDATE SET embedding = excluded.embedding, created_at = now()
+             RETURNING memory_id",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .bind(&vectors)
+        .bind(self.vectors().model())
+        .fetch_all(self.pool())
+        .await?;
+        Ok(stored.into_iter().map(|(id,)| id).collect())
     }
 
-    /// Takes rows with nothing to embed off the queue.
+    /// Takes rows with nothing to embed off the queue (unless re-queued since).
     ///
     /// # Errors
     /// The database failed.
     pub async fn discard_embeddings(&self, items: &[QueueItem]) -> Result<()> {
-        for item in items {
-            sqlx::query("DELETE FROM embedding_queue WHERE memory_id = $1 AND enqueued_at = $2")
-                .bind(&item.memory_id)
-                .bind(item.enqueued_at)
-                .execute(self.pool())
-                .await?;
-        }
+        let ids: Vec<&str> = items.iter().map(|i| i.memory_id.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = items.iter().map(|i| i.enqueued_at).collect();
+        sqlx::query(
+            "DELETE FROM embedding_queue q
+             USING unnest($1::text[], $2::timestamptz[]) AS d(memory_id, enqueued_at)
+             WHERE q.memory_id = d.memory_id AND q.enqueued_at = d.enqueued_at",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 

@@ -61,15 +61,26 @@ impl Store {
         &self,
         m: &NewMemory,
     ) -> Result<WriteOutcome<(String, DateTime<Utc>)>> {
-        let mut tx = self.pool().begin().await?;
+        // One statement, so one round trip and atomic without a transaction: the entry,
+        // its tags and its place on the embedding queue.
         let inserted: Option<(DateTime<Utc>,)> = match sqlx::query_as(
-            "INSERT INTO memory_entries (memory_id, session_id, user_id, memory_type, content,
-                 source_agent, created_at, updated_at, expires_at, priority, idempotency_key,
-                 request_fingerprint)
-             VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), COALESCE($7, now()),
-                 COALESCE($7, now()) + make_interval(secs => $8), $9, $10, $11)
-             ON CONFLICT DO NOTHING
-             RETURNING created_at",
+            "WITH ins AS (
+                 INSERT INTO memory_entries (memory_id, session_id, user_id, memory_type, content,
+                     source_agent, created_at, updated_at, expires_at, priority, idempotency_key,
+                     request_fingerprint)
+                 VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), COALESCE($7, now()),
+                     COALESCE($7, now()) + make_interval(secs => $8), $9, $10, $11)
+                 ON CONFLICT DO NOTHING
+                 RETURNING memory_id, created_at, text_content),
+             tags AS (
+                 INSERT INTO memory_tags (memory_id, tag)
+                 SELECT ins.memory_id, tag FROM ins, unnest($12::text[]) AS tag
+                 ON CONFLICT (memory_id, tag) DO NOTHING),
+             queued AS (
+                 INSERT INTO embedding_queue (memory_id)
+                 SELECT memory_id FROM ins WHERE COALESCE(text_content, '') <> ''
+                 ON CONFLICT (memory_id) DO NOTHING)
+             SELECT created_at FROM ins",
         )
         .bind(&m.memory_id)
         .bind(&m.session_id)
@@ -82,7 +93,8 @@ impl Store {
         .bind(m.priority)
         .bind(&m.idempotency_key)
         .bind(&m.fingerprint)
-        .fetch_optional(&mut *tx)
+        .bind(&m.tags)
+        .fetch_optional(self.pool())
         .await
         {
             Ok(row) => row,
@@ -94,14 +106,10 @@ impl Store {
                 return Err(e);
             }
         };
-        let Some((created_at,)) = inserted else {
-            tx.rollback().await?;
-            return self.existing_memory(m).await;
-        };
-        set_tags(&mut tx, &m.memory_id, &m.tags).await?;
-        queue_embedding(&mut tx, &m.memory_id).await?;
-        tx.commit().await?;
-        Ok(WriteOutcome::Created((m.memory_id.clone(), created_at)))
+        match inserted {
+            Some((created_at,)) => Ok(WriteOutcome::Created((m.memory_id.clone(), created_at))),
+            None => self.existing_memory(m).await,
+        }
     }
 
     /// After an insert that conflicted: the earlier row, if it was made by the same write.

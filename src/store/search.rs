@@ -53,9 +53,11 @@ impl Store {
         Ok(qb.build_query_as().fetch_all(self.pool()).await?)
     }
 
-    /// Full-text search on `text_content`: entries matching any word of `query` (after
-    /// English stemming and stop words), ranked by `ts_rank_cd` normalised into 0..1
-    /// (rank / (rank + 1)), so that entries matching more words, closer together, come first.
+    /// Full-text search on `text_content` (English stemming and stop words). Entries with
+    /// every word of `query` come first; if they are fewer than `limit`, entries with any of
+    /// its words fill the page. The score says which: 0.5 + r / 2 for every word, r / 2 for
+    /// some, where r is `ts_rank_cd` normalised into 0..1 (rank / (rank + 1)): more
+    /// occurrences, closer together, rank higher.
     ///
     /// # Errors
     /// The database failed.
@@ -66,25 +68,75 @@ impl Store {
         min_score: Option<f64>,
         limit: i64,
     ) -> Result<Vec<Scored>> {
-        // plainto_tsquery ANDs the words; any-word matching ranks better for short memories,
-        // so the ANDs become ORs. The cast back to tsquery does not stem the lexemes again.
+        let mut hits = self
+            .keyword_pass(query, Match::All, filter, min_score, limit, &[])
+            .await?;
+        if (hits.len() as i64) < limit {
+            let seen: Vec<String> = hits.iter().map(|h| h.entry.memory_id.clone()).collect();
+            let rest = limit - hits.len() as i64;
+            hits.extend(
+                self.keyword_pass(query, Match::Any, filter, min_score, rest, &seen)
+                    .await?,
+            );
+        }
+        Ok(hits)
+    }
+
+    async fn keyword_pass(
+        &self,
+        query: &str,
+        words: Match,
+        filter: &Filter,
+        min_score: Option<f64>,
+        limit: i64,
+        exclude: &[String],
+    ) -> Result<Vec<Scored>> {
+        // plainto_tsquery ANDs the words. For any-word matching the ANDs become ORs; the
+        // cast back to tsquery does not stem the lexemes a second time.
+        let tsquery = match words {
+            Match::All => "plainto_tsquery('english', ",
+            Match::Any => "replace(plainto_tsquery('english', ",
+        };
+        let (close, base) = match words {
+            Match::All => (")", 0.5),
+            Match::Any => (")::text, '&', '|')::tsquery", 0.0),
+        };
+        let score = format!("({base} + ts_rank_cd(e.text_search, query.q, 32) / 2)::float8");
+        // Rank and cut in the inner query; the entry's columns (tags included) are read for
+        // the page only.
         let mut qb = QueryBuilder::new(format!(
-            "SELECT * FROM (SELECT {ENTRY_COLUMNS}, \
-                 ts_rank_cd(to_tsvector('english', e.text_content), query.q, 32)::float8 AS score \
-             FROM memory_entries e, \
-                 (SELECT replace(plainto_tsquery('english', "
+            "SELECT {ENTRY_COLUMNS}, hits.score FROM (\
+                 SELECT e.memory_id, e.created_at, {score} AS score \
+                 FROM memory_entries e, (SELECT {tsquery}"
         ));
         qb.push_bind(query.to_owned()).push(format!(
-            ")::text, '&', '|')::tsquery AS q) AS query \
-             WHERE to_tsvector('english', e.text_content) @@ query.q AND {VISIBLE}"
+            "{close} AS q) AS query \
+             WHERE e.text_search @@ query.q AND {VISIBLE}"
         ));
         filter.push_conditions(&mut qb);
-        qb.push(") AS hits");
-        if let Some(min) = min_score {
-            qb.push(" WHERE hits.score >= ").push_bind(min);
+        if !exclude.is_empty() {
+            qb.push(" AND e.memory_id <> ALL(")
+                .push_bind(exclude.to_vec())
+                .push(")");
         }
-        qb.push(" ORDER BY hits.score DESC, hits.created_at DESC, hits.memory_id LIMIT ")
-            .push_bind(limit);
+        if let Some(min) = min_score {
+            qb.push(format!(" AND {score} >= ")).push_bind(min);
+        }
+        qb.push(" ORDER BY score DESC, e.created_at DESC, e.memory_id LIMIT ")
+            .push_bind(limit)
+            .push(
+                ") AS hits JOIN memory_entries e ON e.memory_id = hits.memory_id \
+                 ORDER BY hits.score DESC, hits.created_at DESC, hits.memory_id",
+            );
         Ok(qb.build_query_as().fetch_all(self.pool()).await?)
     }
+}
+
+/// Which entries a keyword pass matches.
+#[derive(Clone, Copy)]
+enum Match {
+    /// Every word of the query.
+    All,
+    /// Any word of the query.
+    Any,
 }
