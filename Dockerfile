@@ -1,5 +1,6 @@
-# memshift: one image for every role (`memshift proxy` by default, `memshift orchestrator`
-# once it exists). Multi-stage: build with the Rust toolchain, run on a slim Debian.
+# memshift: one image for every role (`memshift proxy` by default, `memshift orchestrator`,
+# `memshift migrate`). Multi-stage: build with the Rust toolchain, run on a slim Debian.
+# The database migrations are embedded in the binary.
 
 FROM rust:1.95-bookworm AS build
 # The system libzmq is linked instead of a vendored build (see README, "Why the system libzmq").
@@ -20,9 +21,11 @@ COPY config/memshift.toml /etc/memshift/memshift.toml
 USER memshift
 WORKDIR /var/lib/memshift
 ENV MEMSHIFT_CONFIG=/etc/memshift/memshift.toml \
-    MEMSHIFT_METRICS__LISTEN=0.0.0.0:9464
-# Metrics and health; the ZMQ ports are the agents' own, set in the configuration.
-EXPOSE 9464
+    MEMSHIFT_METRICS__LISTEN=0.0.0.0:9464 \
+    MEMSHIFT_ORCHESTRATOR__METRICS_LISTEN=0.0.0.0:9465
+# Metrics and health of the proxy (9464) and the orchestrator (9465), and the orchestrator's
+# ZMQ port; the proxy's ZMQ ports are the agents' own, set in the configuration.
+EXPOSE 9464 9465 5570
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["memshift"]
 CMD ["proxy"]

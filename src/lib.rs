@@ -6,10 +6,14 @@
 //! import higher ones.
 //! - bottom: [`pyjson`] (Python `json.dumps` bytes), [`profile`] (the legacy protocols'
 //!   action tables and error shapes), [`classify`] (read / write / other), [`guard`] (what
-//!   must never reach an agent), [`config`] (loading and validation).
-//! - middle: [`proxy`] (the forwarding threads), [`metrics`], [`http`] (`/metrics`,
-//!   `/healthz`), [`telemetry`], [`shutdown`].
-//! - top: [`app`] (the `memshift proxy` process); the binary in `src/main.rs` is the CLI.
+//!   must never reach an agent), [`api`] (the orchestrator's wire protocol), [`config`]
+//!   (loading and validation).
+//! - middle: [`proxy`] (the forwarding threads), [`store`] (PostgreSQL + pgvector: pool,
+//!   migrations, queries), [`embed`] (embedding providers and the worker), [`orchestrator`]
+//!   (the orchestrator's socket thread, dispatcher and actions), [`metrics`], [`http`]
+//!   (`/metrics`, `/healthz`), [`wakeup`], [`telemetry`], [`shutdown`].
+//! - top: [`app`] (the `memshift proxy` and `memshift orchestrator` processes); the binary
+//!   in `src/main.rs` is the CLI.
 //!
 //! # The life of one request through the proxy
 //! 1. A client's REQ or DEALER sends one frame to the agent's old port, where the proxy's
@@ -23,6 +27,16 @@
 //!    reply's bytes go back to the client untouched. Latency, outcome and the time memshift
 //!    added are counted in [`metrics`].
 //! 6. No reply within `legacy_timeout`: the request is counted as timed out and forgotten.
+//!
+//! # The life of one request through the orchestrator
+//! 1. The ROUTER on the `zmq-orchestrator` thread receives `[identity, "", body]`; an
+//!    oversized or multipart body is answered there, and so is one that finds the bounded
+//!    queue full (`rate_limit_exceeded`).
+//! 2. [`orchestrator::dispatch`] takes it under the concurrency limit, [`api`] parses the
+//!    envelope, and the action runs against [`store`] within the request's deadline.
+//! 3. The reply goes back to the socket thread through a [`wakeup`] channel; then the
+//!    access log row is written. A write with text queues an embedding in the same
+//!    statement; the [`embed`] worker fills `vector_embeddings` later.
 
 pub mod api;
 pub mod app;

@@ -77,15 +77,26 @@ fn memories_live_through_create_read_update_delete() {
         )),
         1
     );
-    // Every access was logged, without content.
-    let ops = db.texts(&format!(
-        "SELECT operation FROM memory_access_logs WHERE memory_id = '{id}' ORDER BY log_id"
-    ));
+    // Every access was logged, without content. (Rows are written after the reply has
+    // gone, so back-to-back requests may log in either order.)
+    let ops = wait_for("the access log", TIMEOUT, || {
+        let ops = db.texts(&format!(
+            "SELECT operation FROM memory_access_logs WHERE memory_id = '{id}' ORDER BY operation"
+        ));
+        (ops.len() == 7).then_some(ops)
+    });
     assert_eq!(
         ops,
         [
-            "create", "read", "update", "read", "delete", "read", "delete"
+            "create", "delete", "delete", "read", "read", "read", "update"
         ]
+    );
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT count(*) FROM memory_access_logs WHERE memory_id = '{id}' AND NOT success"
+        )),
+        1,
+        "the read after the delete failed"
     );
     assert_eq!(
         db.scalar("SELECT count(*) FROM memory_access_logs WHERE request_data::text LIKE '%Köln%'"),

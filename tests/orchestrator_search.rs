@@ -440,3 +440,60 @@ fn an_openai_compatible_provider_is_retried_until_it_answers() {
     assert!(logs.contains("HTTP 503"), "{logs}");
     assert!(!logs.contains("apple"), "no memory text in logs");
 }
+
+#[test]
+fn a_query_that_cannot_be_embedded_is_a_search_error_and_keyword_search_still_works() {
+    // A provider nobody listens on: writes still succeed (they only queue), semantic search
+    // fails with search_error, keyword search needs no model.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let db = TestDb::new();
+    let embedding = format!(
+        "[embedding]\nprovider = \"openai\"\nurl = \"http://127.0.0.1:{port}\"\nmodel = \"absent\"\n\
+         dimension = 8\ntimeout = \"1s\"\npoll_interval = \"50ms\"\n"
+    );
+    let orch = Orchestrator::start(&db, "", &embedding);
+    let ctx = zmq::Context::new();
+    let mut c = orch.client(&ctx);
+    c.ok("create", None, json!({"memory_id": "k", "memory_type": "context", "content": {"text": "kettle descaling"}}));
+    let reply = c.call(
+        "search",
+        None,
+        json!({"query": "kettle", "search_type": "semantic"}),
+    );
+    assert_eq!(reply["error"]["code"], "search_error", "{reply}");
+    assert_eq!(reply["error"]["details"]["reason"], "unavailable");
+    assert_eq!(
+        c.err(
+            "search",
+            None,
+            json!({"query": "kettle", "search_type": "hybrid"})
+        ),
+        "search_error"
+    );
+    assert_eq!(ids(&search(&mut c, "kettle", "keyword", json!({}))), ["k"]);
+    let health = c.ok("health", None, json!({}));
+    assert_eq!(
+        health["embedding_backlog"], 1,
+        "queued, waiting for the model"
+    );
+}
+
+#[test]
+fn the_access_log_can_be_switched_off() {
+    let mut db = TestDb::new();
+    let orch = Orchestrator::start(&db, "access_log = false", "");
+    let ctx = zmq::Context::new();
+    let mut c = orch.client(&ctx);
+    c.ok(
+        "create",
+        None,
+        json!({"memory_id": "q", "memory_type": "context", "content": {"text": "quiet"}}),
+    );
+    c.ok("read", None, json!({"memory_id": "q"}));
+    c.ok("delete", None, json!({"memory_id": "q"}));
+    assert_eq!(db.scalar("SELECT count(*) FROM memory_access_logs"), 0);
+}

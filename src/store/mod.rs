@@ -23,8 +23,8 @@ pub use search::Scored;
 pub use sessions::{EndedSession, NewSession};
 
 use crate::config::DatabaseSettings;
-use sqlx::Executor as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions as _, Executor as _};
 use std::str::FromStr;
 
 /// A failure talking to PostgreSQL. Messages carry no row data: PostgreSQL's own error text
@@ -118,9 +118,13 @@ impl Store {
         settings: &DatabaseSettings,
         vectors: VectorIndex,
     ) -> Result<Store> {
+        // sqlx warns about statements slower than 1 s by default; batches of embeddings into
+        // a large HNSW index take that long by design. Warn only near the statement timeout.
+        let slow = settings.statement_timeout / 2;
         let options = PgConnectOptions::from_str(url)
             .map_err(|_| StoreError::Internal("invalid database URL".to_owned()))?
-            .application_name("memshift");
+            .application_name("memshift")
+            .log_slow_statements(log::LevelFilter::Warn, slow);
         let statement_timeout = settings.statement_timeout.as_millis();
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
