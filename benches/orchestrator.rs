@@ -10,8 +10,10 @@
 //!    vectors, computed beforehand, inserted in batches of the same size by plain SQL into a
 //!    copy of the table with the same HNSW index. The embedder's own speed is printed too.
 //! 3. `read` and `search` (semantic, keyword, hybrid) latency p50/p99 at the full corpus,
-//!    one client — yardsticks: the same read as one plain SQL query, and semantic search
-//!    by exact scan (no index); the HNSW results' recall@10 against the exact ones.
+//!    one client — yardsticks: the same read as one plain SQL query, semantic search by
+//!    exact scan (no index), and keyword search as plain PostgreSQL full-text search
+//!    (`plainto_tsquery`, every match ranked); the HNSW results' recall@10 against the
+//!    exact ones.
 //!
 //! Needs `DATABASE_URL` (the Makefile starts a throwaway server). Knobs: `BENCH_ENTRIES`
 //! (default 100000), `BENCH_QUERIES` (default 300). Writes `target/bench/orchestrator.json`.
@@ -123,6 +125,12 @@ fn main() {
     }
     let (exact_lat, exact_ids) = rt.block_on(exact_search(&url, &local, &query_texts));
     let recall = recall_at_10(&hnsw_ids, &exact_ids);
+    let plain_fts = rt.block_on(plain_keyword(&url, &query_texts));
+    rows[2].yardstick = Some((
+        "plain full-text search".into(),
+        percentile(&plain_fts, 50.0),
+        percentile(&plain_fts, 99.0),
+    ));
     rows[1].yardstick = Some((
         "exact scan, no index".into(),
         percentile(&exact_lat, 50.0),
@@ -497,6 +505,30 @@ async fn exact_search(
         ids.push(rows.into_iter().map(|r| r.0).collect());
     }
     (lat, ids)
+}
+
+/// Keyword search as plain SQL would do it: every word required, every match ranked.
+async fn plain_keyword(url: &str, queries: &[String]) -> Vec<f64> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    let mut lat = Vec::new();
+    for q in queries {
+        let t = Instant::now();
+        sqlx::query(
+            "SELECT memory_id FROM memory_entries, plainto_tsquery('english', $1) q
+             WHERE text_search @@ q AND is_active
+             ORDER BY ts_rank_cd(text_search, q, 32) DESC LIMIT 10",
+        )
+        .bind(q)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat
 }
 
 fn recall_at_10(got: &[Vec<String>], exact: &[Vec<String>]) -> f64 {

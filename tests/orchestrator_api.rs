@@ -3,14 +3,12 @@
 
 mod common;
 
-use common::pg::{Orchestrator, TestDb};
+use common::pg::{self, Orchestrator, TestDb};
 use common::*;
 use serde_json::json;
 
 fn setup() -> (TestDb, Orchestrator, zmq::Context) {
-    let db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    (db, orch, zmq::Context::new())
+    pg::fresh("", "")
 }
 
 #[test]

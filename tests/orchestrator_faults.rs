@@ -15,9 +15,7 @@ fn healthy(c: &mut pg::Client) {
 
 #[test]
 fn bad_input_gets_the_right_code_and_the_service_keeps_serving() {
-    let db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let ctx = zmq::Context::new();
+    let (_db, orch, ctx) = pg::fresh("", "");
     let mut c = orch.client(&ctx);
     let cases: &[(&[u8], &str)] = &[
         (b"{\"action\": \"create\", ", "invalid_request"),
@@ -66,24 +64,8 @@ fn bad_input_gets_the_right_code_and_the_service_keeps_serving() {
     assert_eq!(reply["error"]["code"], "invalid_request");
     healthy(&mut c);
     let m = orch.metrics_text();
-    assert!(
-        metric(
-            &m,
-            "memshift_orchestrator_requests_total",
-            &[("action", "unknown"), ("outcome", "invalid_request")]
-        )
-        .unwrap()
-            >= 5.0
-    );
-    assert!(
-        metric(
-            &m,
-            "memshift_orchestrator_requests_total",
-            &[("action", "create"), ("outcome", "validation_error")]
-        )
-        .unwrap()
-            >= 1.0
-    );
+    assert!(pg::requests(&m, "unknown", "invalid_request").unwrap() >= 5.0);
+    assert!(pg::requests(&m, "create", "validation_error").unwrap() >= 1.0);
 }
 
 #[test]
@@ -143,9 +125,7 @@ fn postgres_stopped_mid_traffic_gives_storage_errors_then_full_service_without_a
 
 #[test]
 fn a_database_slower_than_the_deadline_is_a_retryable_storage_error() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "request_deadline = \"300ms\"", "");
-    let ctx = zmq::Context::new();
+    let (mut db, orch, ctx) = pg::fresh("request_deadline = \"300ms\"", "");
     let mut c = orch.client(&ctx);
     c.ok("health", None, json!({}));
     db.exec("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::pg::{Orchestrator, TestDb};
+use common::pg::{self, Orchestrator, TestDb};
 use common::*;
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -11,9 +11,7 @@ use std::time::Duration;
 
 #[test]
 fn sixteen_concurrent_clients_are_served_at_once() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let ctx = zmq::Context::new();
+    let (mut db, orch, ctx) = pg::fresh("", "");
     std::thread::scope(|s| {
         for t in 0..16 {
             let (ctx, orch) = (&ctx, &orch);
@@ -30,14 +28,7 @@ fn sixteen_concurrent_clients_are_served_at_once() {
     assert_eq!(db.scalar("SELECT count(*) FROM memory_entries"), 400);
     orch.wait_embedded(&mut db);
     let m = orch.metrics_text();
-    assert_eq!(
-        metric(
-            &m,
-            "memshift_orchestrator_requests_total",
-            &[("action", "create"), ("outcome", "success")]
-        ),
-        Some(400.0)
-    );
+    assert_eq!(pg::requests(&m, "create", "success"), Some(400.0));
     assert_eq!(
         metric(
             &m,
@@ -102,14 +93,7 @@ fn metrics_and_health_describe_the_orchestrator() {
             && metric(&m, "memshift_embedding_backlog", &[]) == Some(0.0))
         .then_some(m)
     });
-    assert_eq!(
-        metric(
-            &m,
-            "memshift_orchestrator_requests_total",
-            &[("action", "read"), ("outcome", "memory_not_found")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(pg::requests(&m, "read", "memory_not_found"), Some(1.0));
     assert_eq!(
         metric(&m, "memshift_embedding_latency_seconds_count", &[]),
         Some(5.0)
@@ -126,9 +110,7 @@ fn metrics_and_health_describe_the_orchestrator() {
 
 #[test]
 fn sigterm_answers_the_request_in_flight_then_exits_zero() {
-    let mut db = TestDb::new();
-    let mut orch = Orchestrator::start(&db, "", "");
-    let ctx = zmq::Context::new();
+    let (mut db, mut orch, ctx) = pg::fresh("", "");
     let mut c = orch.client(&ctx);
     c.ok("health", None, json!({}));
     db.exec("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.7); RETURN NEW; END $$");

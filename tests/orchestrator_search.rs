@@ -108,9 +108,7 @@ fn search(c: &mut pg::Client, query: &str, kind: &str, filters: Value) -> Value 
 
 #[test]
 fn the_three_search_types_rank_the_corpus_as_expected() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let ctx = zmq::Context::new();
+    let (mut db, orch, ctx) = pg::fresh("", "");
     let mut c = orch.client(&ctx);
     load(&mut c);
     orch.wait_embedded(&mut db);
@@ -171,9 +169,7 @@ fn the_three_search_types_rank_the_corpus_as_expected() {
 
 #[test]
 fn every_filter_restricts_every_search_type() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let ctx = zmq::Context::new();
+    let (mut db, orch, ctx) = pg::fresh("", "");
     let mut c = orch.client(&ctx);
     load(&mut c);
     orch.wait_embedded(&mut db);
@@ -244,9 +240,7 @@ fn every_filter_restricts_every_search_type() {
 
 #[test]
 fn expired_and_deleted_entries_are_never_returned_and_expired_ones_are_swept() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let ctx = zmq::Context::new();
+    let (mut db, orch, ctx) = pg::fresh("", "");
     let mut c = orch.client(&ctx);
     load(&mut c);
     c.ok(
@@ -299,9 +293,7 @@ fn expired_and_deleted_entries_are_never_returned_and_expired_ones_are_swept() {
 
 #[test]
 fn an_updated_text_is_embedded_again() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let ctx = zmq::Context::new();
+    let (mut db, orch, ctx) = pg::fresh("", "");
     let mut c = orch.client(&ctx);
     load(&mut c);
     orch.wait_embedded(&mut db);
@@ -484,9 +476,7 @@ fn a_query_that_cannot_be_embedded_is_a_search_error_and_keyword_search_still_wo
 
 #[test]
 fn the_access_log_can_be_switched_off() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "access_log = false", "");
-    let ctx = zmq::Context::new();
+    let (mut db, orch, ctx) = pg::fresh("access_log = false", "");
     let mut c = orch.client(&ctx);
     c.ok(
         "create",

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, error, info_span, warn};
 
 /// Takes requests off the socket thread's channel until it closes (a drain), running at
 /// most `max_concurrent` at once; each runs on `tracker`, so shutdown can wait for them.
@@ -33,7 +33,7 @@ pub async fn run(
     }
 }
 
-async fn handle(service: &Service, incoming: Incoming, replies: &WakeSender<ToSocket>) {
+async fn handle(service: &Arc<Service>, incoming: Incoming, replies: &WakeSender<ToSocket>) {
     let deadline = incoming.received + service.settings.request_deadline;
     let (echo, parsed) = match api::parse_request(&incoming.body) {
         Ok((echo, req)) => (echo, Ok(req)),
@@ -47,11 +47,9 @@ async fn handle(service: &Service, incoming: Incoming, replies: &WakeSender<ToSo
     let span = info_span!("request", action = action.map(Action::name), request_id);
     let result = match &parsed {
         Ok(req) => {
-            let handled = tokio::time::timeout_at(deadline.into(), service.handle(req));
-            match handled.instrument(span.clone()).await {
-                Ok(result) => result,
-                Err(_) => Err(deadline_exceeded(service)),
-            }
+            run_action(service, req, deadline)
+                .instrument(span.clone())
+                .await
         }
         Err(err) => Err(err.clone()),
     };
@@ -78,6 +76,35 @@ async fn handle(service: &Service, incoming: Incoming, replies: &WakeSender<ToSo
         .request(action, code, incoming.received.elapsed().as_secs_f64());
     if let Ok(req) = &parsed {
         access_log(service, req, &result, incoming.peer.as_deref()).await;
+    }
+}
+
+/// Runs the action on a task of its own, so that every request gets exactly one reply: a
+/// handler that panics is answered `internal_error`, and one past the deadline is aborted
+/// (its database work rolled back) and answered `storage_error`.
+async fn run_action(
+    service: &Arc<Service>,
+    req: &Request,
+    deadline: std::time::Instant,
+) -> Result<Value, ApiError> {
+    let task = {
+        let (service, req) = (service.clone(), req.clone());
+        tokio::spawn(async move { service.handle(&req).await }.in_current_span())
+    };
+    let abort = task.abort_handle();
+    match tokio::time::timeout_at(deadline.into(), task).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => {
+            error!("the handler panicked");
+            Err(ApiError::new(
+                ErrorCode::InternalError,
+                "the request could not be handled",
+            ))
+        }
+        Err(_) => {
+            abort.abort();
+            Err(deadline_exceeded(service))
+        }
     }
 }
 

@@ -273,6 +273,23 @@ impl Orchestrator {
     }
 }
 
+/// A fresh database, an orchestrator on it (extra `[orchestrator]` keys and sections as in
+/// [`Orchestrator::start`]), and a ZMQ context for its clients.
+pub fn fresh(orchestrator: &str, extra: &str) -> (TestDb, Orchestrator, zmq::Context) {
+    let db = TestDb::new();
+    let orch = Orchestrator::start(&db, orchestrator, extra);
+    (db, orch, zmq::Context::new())
+}
+
+/// `memshift_orchestrator_requests_total{action, outcome}` in a metrics text.
+pub fn requests(metrics: &str, action: &str, outcome: &str) -> Option<f64> {
+    super::metric(
+        metrics,
+        "memshift_orchestrator_requests_total",
+        &[("action", action), ("outcome", outcome)],
+    )
+}
+
 /// A REQ client of the orchestrator.
 pub struct Client {
     pub socket: zmq::Socket,
