@@ -81,7 +81,10 @@ async fn handle(service: &Arc<Service>, incoming: Incoming, replies: &WakeSender
 
 /// Runs the action on a task of its own, so that every request gets exactly one reply: a
 /// handler that panics is answered `internal_error`, and one past the deadline is aborted
-/// (its database work rolled back) and answered `storage_error`.
+/// and answered `storage_error`. Aborting stops memshift's side only: a statement already
+/// sent may still finish in PostgreSQL (bounded by `database.statement_timeout`), so a
+/// write answered `deadline_exceeded` may have been applied — which is why writes are
+/// idempotent and safe to retry with the same id.
 async fn run_action(
     service: &Arc<Service>,
     req: &Request,
