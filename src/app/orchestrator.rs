@@ -72,22 +72,9 @@ impl Status for OrchestratorStatus {
 ///
 /// # Errors
 /// Start-up failed (no database URL, migrations failed, a port is taken) or the socket
-/// thread failed.
+/// thread failed (which stops the process rather than leave it running without a socket).
 pub async fn run_orchestrator(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let settings = config.orchestrator.clone();
-    let url = config.database.resolve_url().map_err(|e| anyhow!(e))?;
-    let vectors = VectorIndex::new(&config.embedding.model, config.embedding.dimension);
-    let store = Store::connect_lazy(url.expose(), &config.database, vectors)?;
-    if settings.migrate_on_start {
-        store
-            .migrate()
-            .await
-            .with_context(|| format!("applying migrations to {url}"))?;
-    }
-    let queued = store.queue_missing_embeddings().await?;
-    if queued > 0 {
-        info!(queued, model = %config.embedding.model, "entries queued for an embedding");
-    }
+    let store = prepare_database(&config).await?;
     let embedder = Arc::new(Embedder::from_settings(&config.embedding)?);
     let metrics = Arc::new(OrchestratorMetrics::new(embedder.provider_label()));
     metrics
@@ -99,29 +86,12 @@ pub async fn run_orchestrator(config: Config, shutdown: CancellationToken) -> an
         store: store.clone(),
         embedder: embedder.clone(),
         embedding_wake: wake.clone(),
-        settings: settings.clone(),
+        settings: config.orchestrator.clone(),
         embedding: config.embedding.clone(),
         metrics: metrics.clone(),
     });
-
     let ctx = zmq::Context::new();
-    let (requests_tx, requests_rx) = mpsc::channel(settings.max_queued);
-    let (control, control_rx) = wakeup::channel::<ToSocket>().context("creating the reply pipe")?;
-    let (socket, endpoint) =
-        SocketThread::open(&ctx, &settings, control_rx, requests_tx, metrics.clone())
-            .with_context(|| format!("binding {}", settings.listen))?;
-    let socket_thread = std::thread::Builder::new()
-        .name("zmq-orchestrator".to_owned())
-        .spawn(move || socket.run())
-        .context("spawning the socket thread")?;
-    let tracker = TaskTracker::new();
-    let dispatcher = tokio::spawn(dispatch::run(
-        requests_rx,
-        service,
-        control.clone(),
-        tracker.clone(),
-    ));
-
+    let api = Api::start(&ctx, service)?;
     let background = CancellationToken::new();
     let worker = Worker {
         store: store.clone(),
@@ -130,55 +100,184 @@ pub async fn run_orchestrator(config: Config, shutdown: CancellationToken) -> an
         metrics: metrics.clone(),
         wake,
     };
-    let worker = tokio::spawn(worker.run(background.clone()));
-    let sweeper = tokio::spawn(sweeper::run(
-        store.clone(),
-        settings.expiry_sweep_interval,
-        metrics.clone(),
-        background.clone(),
-    ));
+    let tasks = [
+        tokio::spawn(worker.run(background.clone())),
+        tokio::spawn(sweeper::run(
+            store.clone(),
+            config.orchestrator.expiry_sweep_interval,
+            metrics.clone(),
+            background.clone(),
+        )),
+    ];
+    let (status, http_stop, http_task) = match serve_http(&config, &metrics, &store).await {
+        Ok(http) => http,
+        Err(e) => {
+            background.cancel();
+            api.stop(None, config.orchestrator.shutdown_grace)
+                .await
+                .ok();
+            return Err(e);
+        }
+    };
+    info!(version = env!("CARGO_PKG_VERSION"), listen = %api.endpoint, metrics = %status.addr,
+        model = %config.embedding.model, "memshift orchestrator ready");
+    announce(&Ready {
+        event: "ready",
+        role: "orchestrator",
+        version: env!("CARGO_PKG_VERSION"),
+        endpoint: &api.endpoint,
+        metrics: status.addr,
+    })?;
 
-    let listener = TcpListener::bind(settings.metrics_listen)
+    let mut api = api;
+    let early = tokio::select! {
+        () = shutdown.cancelled() => None,
+        joined = &mut api.socket => Some(joined),
+    };
+    status.draining.store(true, Ordering::Relaxed);
+    let stopped = api.stop(early, config.orchestrator.shutdown_grace).await;
+    background.cancel();
+    for task in tasks {
+        task.await?;
+    }
+    http_stop.cancel();
+    let served = http_task.await?;
+    store.close().await;
+    tokio::task::spawn_blocking(move || drop(ctx)).await?;
+    stopped?;
+    served.context("metrics endpoint")?;
+    info!("memshift orchestrator stopped");
+    Ok(())
+}
+
+/// Connects the pool, applies migrations unless told not to, and queues entries that have
+/// no vector under the configured model.
+async fn prepare_database(config: &Config) -> anyhow::Result<Store> {
+    let url = config.database.resolve_url().map_err(|e| anyhow!(e))?;
+    let vectors = VectorIndex::new(&config.embedding.model, config.embedding.dimension);
+    let store = Store::connect_lazy(url.expose(), &config.database, vectors)?;
+    if config.orchestrator.migrate_on_start {
+        store
+            .migrate()
+            .await
+            .with_context(|| format!("applying migrations to {url}"))?;
+    }
+    let queued = store.queue_missing_embeddings().await?;
+    if queued > 0 {
+        info!(queued, model = %config.embedding.model, "entries queued for an embedding");
+    }
+    info!(database = %url, "database ready");
+    Ok(store)
+}
+
+type SocketJoin = tokio::task::JoinHandle<std::thread::Result<zmq::Result<()>>>;
+
+/// The API side: the socket thread and the dispatcher with its request tasks.
+struct Api {
+    endpoint: String,
+    control: wakeup::WakeSender<ToSocket>,
+    /// Joins the socket thread; finishes early only if the thread fails.
+    socket: SocketJoin,
+    dispatcher: tokio::task::JoinHandle<()>,
+    tracker: TaskTracker,
+}
+
+impl Api {
+    fn start(ctx: &zmq::Context, service: Arc<Service>) -> anyhow::Result<Api> {
+        let settings = &service.settings;
+        let (requests_tx, requests_rx) = mpsc::channel(settings.max_queued);
+        let (control, control_rx) =
+            wakeup::channel::<ToSocket>().context("creating the reply pipe")?;
+        let (socket, endpoint) = SocketThread::open(
+            ctx,
+            settings,
+            control_rx,
+            requests_tx,
+            service.metrics.clone(),
+        )
+        .with_context(|| format!("binding {}", settings.listen))?;
+        let thread = std::thread::Builder::new()
+            .name("zmq-orchestrator".to_owned())
+            .spawn(move || socket.run())
+            .context("spawning the socket thread")?;
+        let tracker = TaskTracker::new();
+        let dispatcher = tokio::spawn(dispatch::run(
+            requests_rx,
+            service,
+            control.clone(),
+            tracker.clone(),
+        ));
+        Ok(Api {
+            endpoint,
+            control,
+            socket: tokio::task::spawn_blocking(move || thread.join()),
+            dispatcher,
+            tracker,
+        })
+    }
+
+    /// Stops reading requests, lets queued and running ones finish within `grace`, and
+    /// joins the socket thread (`early` if it has already ended).
+    async fn stop(
+        self,
+        early: Option<Result<std::thread::Result<zmq::Result<()>>, tokio::task::JoinError>>,
+        grace: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let unexpected = early.is_some();
+        if unexpected {
+            tracing::error!("the orchestrator's socket thread stopped; shutting down");
+        }
+        self.control.send(ToSocket::Drain { grace });
+        self.dispatcher.await?;
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        let joined = match early {
+            Some(joined) => joined,
+            None => self.socket.await,
+        };
+        joined?
+            .map_err(|_| anyhow!("the socket thread panicked"))?
+            .context("orchestrator socket")?;
+        if unexpected {
+            return Err(anyhow!(
+                "the orchestrator's socket thread stopped unexpectedly"
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct HttpStatus {
+    status: Arc<OrchestratorStatus>,
+    addr: SocketAddr,
+}
+
+impl std::ops::Deref for HttpStatus {
+    type Target = OrchestratorStatus;
+    fn deref(&self) -> &OrchestratorStatus {
+        &self.status
+    }
+}
+
+type HttpTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Binds `/metrics` and `/healthz` and serves them until the returned token is cancelled.
+async fn serve_http(
+    config: &Config,
+    metrics: &Arc<OrchestratorMetrics>,
+    store: &Store,
+) -> anyhow::Result<(HttpStatus, CancellationToken, HttpTask)> {
+    let listen = config.orchestrator.metrics_listen;
+    let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding the metrics endpoint {}", settings.metrics_listen))?;
-    let metrics_addr = listener.local_addr()?;
+        .with_context(|| format!("binding the metrics endpoint {listen}"))?;
+    let addr = listener.local_addr()?;
     let status = Arc::new(OrchestratorStatus {
         metrics: metrics.clone(),
         store: store.clone(),
         draining: AtomicBool::new(false),
     });
-    let http_stop = CancellationToken::new();
-    let http_task = tokio::spawn(http::serve(listener, status.clone(), http_stop.clone()));
-    info!(version = env!("CARGO_PKG_VERSION"), listen = %endpoint, metrics = %metrics_addr,
-        model = %config.embedding.model, database = %url, "memshift orchestrator ready");
-    announce(&Ready {
-        event: "ready",
-        role: "orchestrator",
-        version: env!("CARGO_PKG_VERSION"),
-        endpoint: &endpoint,
-        metrics: metrics_addr,
-    })?;
-
-    shutdown.cancelled().await;
-    status.draining.store(true, Ordering::Relaxed);
-    control.send(ToSocket::Drain {
-        grace: settings.shutdown_grace,
-    });
-    dispatcher.await?;
-    tracker.close();
-    let _ = tokio::time::timeout(settings.shutdown_grace, tracker.wait()).await;
-    let socket_result = tokio::task::spawn_blocking(move || socket_thread.join()).await?;
-    background.cancel();
-    worker.await?;
-    sweeper.await?;
-    http_stop.cancel();
-    let served = http_task.await?;
-    store.close().await;
-    tokio::task::spawn_blocking(move || drop(ctx)).await?;
-    socket_result
-        .map_err(|_| anyhow!("the socket thread panicked"))?
-        .context("orchestrator socket")?;
-    served.context("metrics endpoint")?;
-    info!("memshift orchestrator stopped");
-    Ok(())
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(http::serve(listener, status.clone(), stop.clone()));
+    Ok((HttpStatus { status, addr }, stop, task))
 }
