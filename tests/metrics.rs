@@ -40,7 +40,13 @@ fn metrics_count_what_was_sent() {
     request(&client, br#"{"action": "teleport"}"#);
     request(&client, b"not json");
 
-    let text = proxy.metrics_text();
+    let text = proxy.metrics_when("all 12 requests counted", |t| {
+        metric(
+            t,
+            "memshift_proxy_added_seconds_count",
+            &[("agent", "session")],
+        ) == Some(12.0)
+    });
     let count = |action: &str, class: &str| {
         let labels = [
             ("agent", "session"),

@@ -370,13 +370,15 @@ fn batch_read_pages_sorts_and_filters() {
         ),
         "validation_error"
     );
+    let reply = c.call(
+        "batch_read",
+        None,
+        json!({"filter": {"time_range": {"start": "soon"}}}),
+    );
+    assert_eq!(reply["error"]["code"], "validation_error");
     assert_eq!(
-        c.err(
-            "batch_read",
-            None,
-            json!({"filter": {"time_range": {"start": "soon"}}})
-        ),
-        "validation_error"
+        reply["error"]["details"]["field"], "payload.filter.time_range.start",
+        "the error names the field by its whole path"
     );
 }
 

@@ -287,8 +287,10 @@ fn expired_and_deleted_entries_are_never_returned_and_expired_ones_are_swept() {
         db.scalar("SELECT count(*) FROM memory_entries WHERE memory_id = 'b'"),
         1
     );
-    let m = orch.metrics_text();
-    assert!(metric(&m, "memshift_expired_entries_deleted_total", &[]).unwrap() >= 1.0);
+    // Counted once the sweep is over, a moment after the row is gone.
+    orch.metrics_when("the sweep to be counted", |m| {
+        metric(m, "memshift_expired_entries_deleted_total", &[]).unwrap() >= 1.0
+    });
 }
 
 #[test]
@@ -399,7 +401,10 @@ fn an_openai_compatible_provider_is_retried_until_it_answers() {
     assert_eq!(r["search_metadata"]["embedding_model"], "test-model");
     // The configured dimension has its own HNSW index.
     assert_eq!(db.scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'vector_embeddings' AND indexdef LIKE '%hnsw%vector(16)%test-model%'"), 1);
-    let metrics = orch.metrics_text();
+    // The worker counts a batch just after storing it.
+    let metrics = orch.metrics_when("the stored batch to be counted", |m| {
+        metric(m, "memshift_embeddings_total", &[("outcome", "stored")]) == Some(3.0)
+    });
     assert!(
         metric(
             &metrics,

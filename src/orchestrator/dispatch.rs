@@ -67,13 +67,14 @@ async fn handle(service: &Arc<Service>, incoming: Incoming, replies: &WakeSender
             .unwrap_or_default();
         span.in_scope(|| warn!(error = message, "request failed"));
     }
+    // Counted before the reply leaves, so a client that has its reply also finds it counted.
+    service
+        .metrics
+        .request(action, code, incoming.received.elapsed().as_secs_f64());
     replies.send(ToSocket::Reply {
         envelope: incoming.envelope,
         body,
     });
-    service
-        .metrics
-        .request(action, code, incoming.received.elapsed().as_secs_f64());
     if let Ok(req) = &parsed {
         access_log(service, req, &result, incoming.peer.as_deref()).await;
     }

@@ -64,6 +64,24 @@ fn missing(field: &str) -> ApiError {
 }
 
 pub async fn create(s: &Service, req: &Request) -> Result<Value, ApiError> {
+    let m = new_memory(req)?;
+    match s.store.create_memory(&m).await? {
+        WriteOutcome::Created((id, at)) => {
+            s.embedding_wake.notify_one();
+            Ok(json!({"memory_id": id, "created_at": ts(at)}))
+        }
+        WriteOutcome::Repeated((id, at)) => Ok(json!({"memory_id": id, "created_at": ts(at)})),
+        WriteOutcome::Conflict => Err(conflict("memory_id or idempotency_key")),
+        WriteOutcome::SessionMissing => {
+            Err(ApiError::new(ErrorCode::SessionNotFound, "no such session")
+                .with("field", "session_id"))
+        }
+    }
+}
+
+/// A validated `create`, with its fingerprint. The orchestrator chooses a uuid when the
+/// caller chose no `memory_id`.
+fn new_memory(req: &Request) -> Result<NewMemory, ApiError> {
     let f = Fields::new(&req.payload, "payload");
     let memory_type =
         memory_type(&f, "memory_type")?.ok_or_else(|| missing("payload.memory_type"))?;
@@ -93,7 +111,7 @@ pub async fn create(s: &Service, req: &Request) -> Result<Value, ApiError> {
         "priority": priority, "session_id": req.session_id, "user_id": user_id,
         "source_agent": source_agent, "created_at": created_at.map(ts),
     }));
-    let m = NewMemory {
+    Ok(NewMemory {
         memory_id: memory_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         idempotency_key,
         session_id: req.session_id.clone(),
@@ -106,19 +124,7 @@ pub async fn create(s: &Service, req: &Request) -> Result<Value, ApiError> {
         source_agent,
         created_at,
         fingerprint,
-    };
-    match s.store.create_memory(&m).await? {
-        WriteOutcome::Created((id, at)) => {
-            s.embedding_wake.notify_one();
-            Ok(json!({"memory_id": id, "created_at": ts(at)}))
-        }
-        WriteOutcome::Repeated((id, at)) => Ok(json!({"memory_id": id, "created_at": ts(at)})),
-        WriteOutcome::Conflict => Err(conflict("memory_id or idempotency_key")),
-        WriteOutcome::SessionMissing => {
-            Err(ApiError::new(ErrorCode::SessionNotFound, "no such session")
-                .with("field", "session_id"))
-        }
-    }
+    })
 }
 
 /// A repeat of an id or key with different content: refused, never an overwrite.

@@ -13,9 +13,9 @@ const MAX_PAGE: i64 = 1000;
 const SUMMARY_LINES: i64 = 20;
 const SUMMARY_LINE_CHARS: usize = 200;
 
-/// `{start, end}` on `created_at`, both optional.
-fn time_range(f: &Fields, filter: &mut Filter) -> Result<(), ApiError> {
-    if let Some(range) = f.nested("time_range", "time_range")? {
+/// `time_range` `{start, end}` of `f` (found at `path`), on `created_at`, both optional.
+pub fn time_range(f: &Fields, path: &'static str, filter: &mut Filter) -> Result<(), ApiError> {
+    if let Some(range) = f.nested("time_range", path)? {
         filter.created_from = range.time("start")?;
         filter.created_to = range.time("end")?;
     }
@@ -46,7 +46,7 @@ pub async fn batch_read(s: &Service, req: &Request) -> Result<Value, ApiError> {
     let (mut limit, mut offset, mut sort) = (DEFAULT_PAGE, 0, Sort::default());
     if let Some(f) = f {
         filter.memory_types = memory_type(&f, "memory_type")?.into_iter().collect();
-        time_range(&f, &mut filter)?;
+        time_range(&f, "payload.filter.time_range", &mut filter)?;
         common(&f, &mut filter)?;
         limit = f.int("limit", 1, MAX_PAGE)?.unwrap_or(DEFAULT_PAGE);
         offset = f.int("offset", 0, i64::from(i32::MAX))?.unwrap_or(0);
@@ -110,7 +110,7 @@ pub async fn summarize(s: &Service, req: &Request) -> Result<Value, ApiError> {
         user_id: p.id("user_id")?,
         ..Filter::default()
     };
-    time_range(&p, &mut filter)?;
+    time_range(&p, "payload.time_range", &mut filter)?;
     let (count, lines) = s.store.summary_input(&filter, SUMMARY_LINES).await?;
     let summary = if count == 0 {
         "No memories match.".to_owned()

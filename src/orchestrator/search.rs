@@ -1,5 +1,6 @@
 //! `search`: semantic (pgvector), keyword (full text) and hybrid (reciprocal rank fusion).
 
+use super::queries::time_range;
 use super::service::Service;
 use crate::api::{ApiError, ErrorCode, Fields, Request};
 use crate::store::{Filter, Scored};
@@ -29,10 +30,19 @@ impl SearchType {
     }
 }
 
-pub async fn search(s: &Service, req: &Request) -> Result<Value, ApiError> {
+/// A validated `search` request.
+struct Query<'a> {
+    text: &'a str,
+    search_type: SearchType,
+    filter: Filter,
+    min_similarity: Option<f64>,
+    limit: i64,
+}
+
+fn parse(req: &Request) -> Result<Query<'_>, ApiError> {
     let p = Fields::new(&req.payload, "payload");
-    let query = p.required_str("query")?;
-    if query.trim().is_empty() {
+    let text = p.required_str("query")?;
+    if text.trim().is_empty() {
         return Err(
             ApiError::new(ErrorCode::ValidationError, "payload.query is empty")
                 .with("field", "payload.query"),
@@ -50,20 +60,33 @@ pub async fn search(s: &Service, req: &Request) -> Result<Value, ApiError> {
             .with("field", "payload.search_type"));
         }
     };
-    let mut filter = Filter::default();
-    let (mut min_similarity, mut limit) = (None, DEFAULT_LIMIT);
+    let mut query = Query {
+        text,
+        search_type,
+        filter: Filter::default(),
+        min_similarity: None,
+        limit: DEFAULT_LIMIT,
+    };
     if let Some(f) = p.nested("filters", "payload.filters")? {
-        filter.memory_types = f.id_list("memory_types", 16)?.unwrap_or_default();
-        if let Some(range) = f.nested("time_range", "payload.filters.time_range")? {
-            filter.created_from = range.time("start")?;
-            filter.created_to = range.time("end")?;
-        }
-        filter.tags = f.id_list("tags", 64)?.unwrap_or_default();
-        filter.user_id = f.id("user_id")?;
-        filter.session_id = f.id("session_id")?;
-        min_similarity = f.number("min_similarity", -1.0, 1.0)?;
-        limit = f.int("limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
+        query.filter.memory_types = f.id_list("memory_types", 16)?.unwrap_or_default();
+        time_range(&f, "payload.filters.time_range", &mut query.filter)?;
+        query.filter.tags = f.id_list("tags", 64)?.unwrap_or_default();
+        query.filter.user_id = f.id("user_id")?;
+        query.filter.session_id = f.id("session_id")?;
+        query.min_similarity = f.number("min_similarity", -1.0, 1.0)?;
+        query.limit = f.int("limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     }
+    Ok(query)
+}
+
+pub async fn search(s: &Service, req: &Request) -> Result<Value, ApiError> {
+    let Query {
+        text: query,
+        search_type,
+        filter,
+        min_similarity,
+        limit,
+    } = parse(req)?;
     let results = match search_type {
         SearchType::Keyword => {
             s.store

@@ -241,6 +241,16 @@ impl Process {
         assert_eq!(status, 200);
         body
     }
+
+    /// The metrics text once `settled` holds for it. The proxy counts a request just after
+    /// handing its reply to libzmq (only then is the outcome known), so a client holding
+    /// its reply can read `/metrics` a moment before the count moves.
+    pub fn metrics_when(&self, what: &str, settled: impl Fn(&str) -> bool) -> String {
+        wait_for(what, TIMEOUT, || {
+            let text = self.metrics_text();
+            settled(&text).then_some(text)
+        })
+    }
 }
 
 impl Drop for Process {
