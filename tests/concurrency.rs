@@ -88,7 +88,10 @@ fn a_client_that_disappears_does_not_disturb_others() {
         )
         .unwrap();
     legacy.recv();
-    assert_eq!(connections(), Some(1.0));
+    // Connection events reach the gauge through the watcher thread, asynchronously.
+    wait_for("the proxy to see the client", TIMEOUT, || {
+        (connections() == Some(1.0)).then_some(())
+    });
     drop(leaver); // gone before its reply exists
     wait_for("the proxy to see the client leave", TIMEOUT, || {
         (connections() == Some(0.0)).then_some(())
