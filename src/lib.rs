@@ -6,8 +6,8 @@
 //! import higher ones.
 //! - bottom: [`pyjson`] (Python `json.dumps` bytes), [`profile`] (the legacy protocols'
 //!   action tables and error shapes), [`classify`] (read / write / other), [`guard`] (what
-//!   must never reach an agent), [`api`] (the orchestrator's wire protocol), [`config`]
-//!   (loading and validation).
+//!   must never reach an agent), [`api`] (the orchestrator's wire protocol), [`translate`]
+//!   (what a legacy write means for the orchestrator), [`config`] (loading and validation).
 //! - middle: [`proxy`] (the forwarding threads), [`store`] (PostgreSQL + pgvector: pool,
 //!   migrations, queries), [`embed`] (embedding providers and the worker), [`orchestrator`]
 //!   (the orchestrator's socket thread, dispatcher and actions), [`metrics`], [`http`]
@@ -53,4 +53,5 @@ pub mod pyjson;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod translate;
 pub mod wakeup;

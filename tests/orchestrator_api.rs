@@ -251,6 +251,13 @@ fn caller_chosen_ids_and_keys_make_writes_idempotent() {
         ),
         "validation_error"
     );
+    // `if_absent`: "make sure it exists" succeeds on the existing session, changing nothing.
+    let ensured = c.ok(
+        "create_session",
+        None,
+        json!({"session_id": "sess-a", "if_absent": true}),
+    );
+    assert_eq!(ensured, s1);
     assert_eq!(
         db.texts("SELECT session_type FROM sessions WHERE session_id = 'sess-a'"),
         ["voice"]

@@ -31,6 +31,7 @@ pub async fn create(s: &Service, req: &Request) -> Result<Value, ApiError> {
     };
     let session_id = f.id("session_id")?;
     let created_at = f.time("created_at")?;
+    let if_absent = f.bool("if_absent")?.unwrap_or(false);
     let metadata = Value::Object(metadata);
     let fingerprint = fingerprint(&json!({
         "user_id": user_id, "metadata": metadata, "session_type": session_type,
@@ -43,6 +44,7 @@ pub async fn create(s: &Service, req: &Request) -> Result<Value, ApiError> {
         session_type,
         created_at,
         fingerprint,
+        if_absent,
     };
     match s.store.create_session(&new).await? {
         WriteOutcome::Created((id, at)) | WriteOutcome::Repeated((id, at)) => {

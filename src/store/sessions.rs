@@ -16,6 +16,9 @@ pub struct NewSession {
     /// The legacy time, when mirroring or backfilling.
     pub created_at: Option<DateTime<Utc>>,
     pub fingerprint: String,
+    /// (ext) An existing session with this id is a success whatever it holds: "make sure
+    /// it exists", for writes into sessions that may predate the mirror.
+    pub if_absent: bool,
 }
 
 /// A session after `end_session`.
@@ -60,7 +63,7 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         Ok(match existing {
-            Some((created_at, Some(fp))) if fp == s.fingerprint => {
+            Some((created_at, fp)) if s.if_absent || fp.as_deref() == Some(&s.fingerprint) => {
                 WriteOutcome::Repeated((s.session_id.clone(), created_at))
             }
             _ => WriteOutcome::Conflict,

@@ -1,0 +1,62 @@
+//! contextual_memory: a write succeeded exactly when the agent answers with the `'bool'`
+//! error (its reply path crashes after the write is saved). A missing session id is stored
+//! under `"null"`, and so is it mirrored.
+
+use super::{Mirror, MirrorOp, Verdict, string};
+use serde_json::{Map, Value, json};
+
+const SOURCE: &str = "contextual_memory";
+/// The reply that means the write was saved.
+const SAVED: &str = "'bool' object has no attribute 'get'";
+
+pub fn key(req: &Map<String, Value>) -> String {
+    string(req, "session_id").unwrap_or_else(|| "null".into())
+}
+
+pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdict {
+    if action != "add_interaction" && action != "record_decision" {
+        return Verdict::NotAWrite;
+    }
+    let saved = reply.get("status").and_then(Value::as_str) == Some("error")
+        && reply.get("message").and_then(Value::as_str) == Some(SAVED)
+        && reply.as_object().is_some_and(|o| o.len() == 2);
+    if !saved {
+        return Verdict::Failed("legacy_error");
+    }
+    let sid = key(req);
+    let (memory_type, content) = if action == "add_interaction" {
+        let mut content = Map::new();
+        content.insert(
+            "text".into(),
+            req.get("content").cloned().unwrap_or(Value::Null),
+        );
+        content.insert(
+            "type".into(),
+            req.get("type").cloned().unwrap_or(Value::Null),
+        );
+        // The agent keeps metadata only when the request had one.
+        if let Some(m) = req.get("metadata").filter(|m| !m.is_null()) {
+            content.insert("metadata".into(), m.clone());
+        }
+        ("context", Value::Object(content))
+    } else {
+        let decision = req.get("decision").cloned().unwrap_or(Value::Null);
+        ("decision", json!({"text": decision}))
+    };
+    let ops = vec![
+        MirrorOp::EnsureSession {
+            session_id: sid.clone(),
+            user_id: None,
+            metadata: json!({}),
+            session_type: "context".into(),
+        },
+        MirrorOp::CreateMemory {
+            session_id: Some(sid.clone()),
+            user_id: None,
+            memory_type: memory_type.into(),
+            content,
+            source_agent: SOURCE.into(),
+        },
+    ];
+    Verdict::Mirror(Mirror { key: sid, ops })
+}

@@ -1,0 +1,181 @@
+//! Translation: what a legacy write means for the orchestrator.
+//!
+//! Pure. Given one request and the legacy agent's reply, a profile decides whether the
+//! write succeeded — by that agent's own success signal, quirks included — and, if it did,
+//! which orchestrator operations mirror it ([`MirrorOp`]), all under one key (the session
+//! or the user), so that a key's operations can be delivered in order.
+//!
+//! Ids: legacy writes mostly carry none (a session interaction's reply has no id, a jarvis
+//! memory has only the agent's clock), so the ids of mirrored memories come from the
+//! outbox entry that carries them: [`MirrorOp::to_call`] derives a uuid v5 from the entry's
+//! unique, stable op id. A retried or replayed delivery of the same entry therefore sends
+//! the same id, and the orchestrator's idempotent writes turn it into one row. Ids the
+//! agent chose (a session uuid) are carried over as they are.
+
+mod contextual;
+mod jarvis;
+mod session;
+
+use crate::api::Action;
+use crate::profile::Profile;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// One orchestrator operation standing for (part of) a legacy write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MirrorOp {
+    /// `create_session` unless the session exists (it may predate the mirror).
+    EnsureSession {
+        session_id: String,
+        user_id: Option<String>,
+        metadata: Value,
+        session_type: String,
+    },
+    /// `create` with an id derived from the op id.
+    CreateMemory {
+        session_id: Option<String>,
+        user_id: Option<String>,
+        memory_type: String,
+        content: Value,
+        source_agent: String,
+    },
+    /// `bulk_delete` of one memory type in a session or for a user.
+    DeleteMemories {
+        session_id: Option<String>,
+        user_id: Option<String>,
+        memory_type: String,
+    },
+    /// `end_session` with `archive`: the legacy session is gone.
+    EndSession { session_id: String },
+}
+
+/// A successful legacy write and its mirror.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mirror {
+    /// Orders delivery (a key's operations never overtake each other) and buckets
+    /// `mirror_percent`.
+    pub key: String,
+    pub ops: Vec<MirrorOp>,
+}
+
+/// What one request and its reply mean for the mirror.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Not a write (a read, health, an unknown action, not JSON).
+    NotAWrite,
+    /// A write the legacy agent refused: never mirrored. The reason is a fixed label.
+    Failed(&'static str),
+    Mirror(Mirror),
+}
+
+/// One call of the orchestrator's API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub action: Action,
+    pub session_id: Option<String>,
+    pub payload: Value,
+}
+
+/// Namespace of the uuid v5 ids of mirrored memories.
+const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d656d73_6869_6674_8000_6d6972726f72);
+
+impl MirrorOp {
+    /// The API call for this op. `op_id` is unique and stable per op (the outbox's entry id
+    /// and the op's index): memory ids are derived from it.
+    pub fn to_call(&self, op_id: &str) -> Call {
+        match self {
+            MirrorOp::EnsureSession {
+                session_id,
+                user_id,
+                metadata,
+                session_type,
+            } => {
+                let mut meta = metadata.as_object().cloned().unwrap_or_default();
+                meta.insert("session_type".into(), json!(session_type));
+                Call {
+                    action: Action::CreateSession,
+                    session_id: None,
+                    payload: json!({"session_id": session_id, "user_id": user_id,
+                        "session_metadata": meta, "if_absent": true}),
+                }
+            }
+            MirrorOp::CreateMemory {
+                session_id,
+                user_id,
+                memory_type,
+                content,
+                source_agent,
+            } => {
+                let id = uuid::Uuid::new_v5(&ID_NAMESPACE, op_id.as_bytes()).to_string();
+                Call {
+                    action: Action::Create,
+                    session_id: session_id.clone(),
+                    payload: json!({"memory_id": id, "memory_type": memory_type, "content": content,
+                        "user_id": user_id, "source_agent": source_agent}),
+                }
+            }
+            MirrorOp::DeleteMemories {
+                session_id,
+                user_id,
+                memory_type,
+            } => {
+                let mut filter = Map::new();
+                filter.insert("memory_type".into(), json!(memory_type));
+                if let Some(s) = session_id {
+                    filter.insert("session_id".into(), json!(s));
+                }
+                if let Some(u) = user_id {
+                    filter.insert("user_id".into(), json!(u));
+                }
+                Call {
+                    action: Action::BulkDelete,
+                    session_id: None,
+                    payload: json!({"filter": filter}),
+                }
+            }
+            MirrorOp::EndSession { session_id } => Call {
+                action: Action::EndSession,
+                session_id: Some(session_id.clone()),
+                payload: json!({"archive": true}),
+            },
+        }
+    }
+}
+
+/// The verdict on one request/reply pair of `profile`.
+pub fn translate(profile: Profile, request: &[u8], reply: &[u8]) -> Verdict {
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(request) else {
+        return Verdict::NotAWrite;
+    };
+    let Some(action) = req.get("action").and_then(Value::as_str) else {
+        return Verdict::NotAWrite;
+    };
+    let reply: Value = serde_json::from_slice(reply).unwrap_or(Value::Null);
+    match profile {
+        Profile::SessionMemory => session::translate(action, &req, &reply),
+        Profile::ContextualMemory => contextual::translate(action, &req, &reply),
+        Profile::JarvisMemory => jarvis::translate(action, &req, &reply),
+    }
+}
+
+/// The key a request of `profile` is bucketed and ordered by, from the request alone (the
+/// mirror decision is taken before the reply exists). `None` for requests without one.
+pub fn key(profile: Profile, request: &[u8]) -> Option<String> {
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(request) else {
+        return None;
+    };
+    match profile {
+        Profile::SessionMemory => session::key(&req),
+        Profile::ContextualMemory => Some(contextual::key(&req)),
+        Profile::JarvisMemory => Some(jarvis::key(&req)),
+    }
+}
+
+/// A string field, if present and a string.
+fn string(req: &Map<String, Value>, key: &str) -> Option<String> {
+    req.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests;
