@@ -335,11 +335,7 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 }
 
 async fn create_database(server: &str, name: &str) -> String {
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(server)
-        .await
-        .unwrap();
+    let admin = connect(server, 1).await;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
@@ -350,11 +346,7 @@ async fn create_database(server: &str, name: &str) -> String {
 }
 
 async fn drop_database(server: &str, name: &str) {
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(server)
-        .await
-        .unwrap();
+    let admin = connect(server, 1).await;
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .execute(&admin)
         .await
@@ -364,11 +356,7 @@ async fn drop_database(server: &str, name: &str) {
 /// The database work of `create`, without memshift: the same statement shape (entry, tag,
 /// queue row) from 16 connections. The rows are removed afterwards.
 async fn raw_creates(url: &str, texts: &[String]) -> f64 {
-    let pool = PgPoolOptions::new()
-        .max_connections(CLIENTS as u32)
-        .connect(url)
-        .await
-        .unwrap();
+    let pool = connect(url, CLIENTS as u32).await;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..CLIENTS {
@@ -406,11 +394,7 @@ async fn raw_creates(url: &str, texts: &[String]) -> f64 {
 /// Storing vectors without memshift: computed beforehand, inserted 256 at a time into a
 /// copy of `vector_embeddings` with the same HNSW index.
 async fn raw_vectors(url: &str, local: &LocalEmbedder, texts: &[String]) -> f64 {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
+    let pool = connect(url, 1).await;
     sqlx::query(
         "CREATE TABLE bench_vectors (memory_id text PRIMARY KEY, embedding vector NOT NULL)",
     )
@@ -441,11 +425,7 @@ async fn raw_vectors(url: &str, local: &LocalEmbedder, texts: &[String]) -> f64 
 }
 
 async fn wait_backlog_at_most(url: &str, left: i64) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
+    let pool = connect(url, 1).await;
     loop {
         let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM embedding_queue")
             .fetch_one(&pool)
@@ -459,11 +439,7 @@ async fn wait_backlog_at_most(url: &str, left: i64) {
 }
 
 async fn sql_reads(url: &str, ids: &[String]) -> Vec<f64> {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
+    let pool = connect(url, 1).await;
     let mut out = Vec::new();
     for id in ids {
         let t = Instant::now();
@@ -482,11 +458,7 @@ async fn exact_search(
     local: &LocalEmbedder,
     queries: &[String],
 ) -> (Vec<f64>, Vec<Vec<String>>) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
+    let pool = connect(url, 1).await;
     let mut conn = pool.acquire().await.unwrap();
     sqlx::query("SET enable_indexscan = off")
         .execute(&mut *conn)
@@ -509,11 +481,7 @@ async fn exact_search(
 
 /// Keyword search as plain SQL would do it: every word required, every match ranked.
 async fn plain_keyword(url: &str, queries: &[String]) -> Vec<f64> {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
+    let pool = connect(url, 1).await;
     let mut lat = Vec::new();
     for q in queries {
         let t = Instant::now();
@@ -581,6 +549,15 @@ impl Drop for Orchestrator {
         );
         let _ = self.child.wait();
     }
+}
+
+/// A pool of `n` connections to `url`.
+async fn connect(url: &str, n: u32) -> sqlx::PgPool {
+    PgPoolOptions::new()
+        .max_connections(n)
+        .connect(url)
+        .await
+        .unwrap()
 }
 
 fn env_or(name: &str, default: usize) -> usize {

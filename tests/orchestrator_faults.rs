@@ -210,16 +210,7 @@ fn a_revoked_permission_is_permission_denied() {
     let mut db = TestDb::new();
     // Migrate as the owner, then run as a role that may read but not insert entries.
     // `memshift migrate` with the database from DATABASE_URL and an otherwise empty file.
-    let dir = tempfile::TempDir::new().unwrap();
-    let config = dir.path().join("empty.toml");
-    std::fs::write(&config, "").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memshift"))
-        .arg("migrate")
-        .arg("--config")
-        .arg(&config)
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
+    let out = run_memshift("migrate", "", Some(&db.url));
     assert!(
         out.status.success(),
         "{}",

@@ -176,22 +176,12 @@ fn check_config_describes_the_orchestrator_and_masks_the_password() {
 #[test]
 fn migrate_applies_the_schema_with_the_configured_dimension_twice_harmlessly() {
     let mut db = TestDb::new();
-    let dir = tempfile::TempDir::new().unwrap();
-    let path = dir.path().join("m.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[database]\nurl = \"{}\"\n[embedding]\nmodel = \"small-model\"\ndimension = 64\n",
-            db.url
-        ),
-    )
-    .unwrap();
+    let toml = format!(
+        "[database]\nurl = \"{}\"\n[embedding]\nmodel = \"small-model\"\ndimension = 64\n",
+        db.url
+    );
     for _ in 0..2 {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_memshift"))
-            .args(["migrate", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = run_memshift("migrate", &toml, None);
         assert!(
             out.status.success(),
             "{}",
@@ -210,13 +200,7 @@ fn migrate_applies_the_schema_with_the_configured_dimension_twice_harmlessly() {
         1
     );
     // No database: a clear error, exit 1.
-    std::fs::write(&path, "").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_memshift"))
-        .args(["migrate", "--config"])
-        .arg(&path)
-        .env_remove("DATABASE_URL")
-        .output()
-        .unwrap();
+    let out = run_memshift("migrate", "", None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("set database.url or DATABASE_URL"));
 }

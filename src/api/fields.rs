@@ -38,11 +38,6 @@ impl<'a> Fields<'a> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    /// Whether the field is present and not null.
-    pub fn has(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
     /// # Errors
     /// Missing: `invalid_request`. Not a string: `validation_error`.
     pub fn required_str(&self, key: &str) -> Result<&'a str, ApiError> {

@@ -102,18 +102,6 @@ impl ErrorCode {
             ErrorCode::InternalError => "internal_error",
         }
     }
-
-    pub fn from_name(name: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.into_iter().find(|c| c.as_str() == name)
-    }
-
-    /// Whether the same request may succeed later (the mirror retries these).
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::StorageError | ErrorCode::RateLimitExceeded | ErrorCode::InternalError
-        )
-    }
 }
 
 /// An error reply's `error` object. Messages name fields, never their values: requests

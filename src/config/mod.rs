@@ -11,8 +11,7 @@ mod orchestrator;
 mod reader;
 
 pub use orchestrator::{
-    DatabaseSettings, DatabaseUrl, EmbeddingProvider, EmbeddingSettings, LOCAL_MODEL,
-    OrchestratorSettings,
+    DatabaseSettings, DatabaseUrl, EmbeddingProvider, EmbeddingSettings, OrchestratorSettings,
 };
 pub use reader::ConfigError;
 

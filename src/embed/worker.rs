@@ -12,6 +12,7 @@ use crate::config::EmbeddingSettings;
 use crate::metrics::{EmbeddingOutcome, OrchestratorMetrics};
 use crate::store::{QueueItem, Store, StoreError};
 use chrono::Utc;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -146,7 +147,12 @@ impl Worker {
             }
         }
         let attempted = done.len();
-        let stored = self.store.complete_embeddings(&done).await?;
+        let stored: HashSet<String> = self
+            .store
+            .complete_embeddings(&done)
+            .await?
+            .into_iter()
+            .collect();
         let now = Utc::now();
         for (item, _) in done.iter().filter(|(i, _)| stored.contains(&i.memory_id)) {
             self.metrics

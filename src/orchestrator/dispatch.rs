@@ -35,38 +35,52 @@ pub async fn run(
 
 async fn handle(service: &Arc<Service>, incoming: Incoming, replies: &WakeSender<ToSocket>) {
     let deadline = incoming.received + service.settings.request_deadline;
-    let (echo, parsed) = match api::parse_request(&incoming.body) {
-        Ok((echo, req)) => (echo, Ok(req)),
+    let (echo, req, result) = match api::parse_request(&incoming.body) {
+        Ok((echo, req)) => {
+            let span = info_span!(
+                "request",
+                action = req.action.name(),
+                request_id = req.request_id
+            );
+            let result = run_action(service, &req, deadline).instrument(span).await;
+            (echo, Some(req), result)
+        }
         Err(rejected) => {
             let (echo, err) = *rejected;
-            (echo, Err(err))
+            (echo, None, Err(err))
         }
     };
-    let request_id = parsed.as_ref().ok().and_then(|r| r.request_id.clone());
-    let action = parsed.as_ref().ok().map(|r| r.action);
-    let span = info_span!("request", action = action.map(Action::name), request_id);
-    let result = match &parsed {
-        Ok(req) => {
-            run_action(service, req, deadline)
-                .instrument(span.clone())
-                .await
-        }
-        Err(err) => Err(err.clone()),
-    };
-    let body = match &result {
-        Ok(data) => api::success(&echo, data.clone()),
-        Err(err) => api::error(&echo, err),
-    };
+    let action = req.as_ref().map(|r| r.action);
+    let request_id = req.as_ref().and_then(|r| r.request_id.as_deref());
     let code = result.as_ref().err().map(|e| e.code);
-    span.in_scope(|| debug!(outcome = code.map_or("success", ErrorCode::as_str), "reply"));
-    if let Some(ErrorCode::StorageError | ErrorCode::InternalError) = code {
-        let message = result
-            .as_ref()
-            .err()
-            .map(|e| e.message.as_str())
-            .unwrap_or_default();
-        span.in_scope(|| warn!(error = message, "request failed"));
-    }
+    // What the access log needs of the reply, taken before the reply's data is moved into
+    // its body.
+    let created_id = result
+        .as_ref()
+        .ok()
+        .and_then(|d| d.get("memory_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let body = match result {
+        Ok(data) => api::success(&echo, data),
+        Err(err) => {
+            if matches!(err.code, ErrorCode::StorageError | ErrorCode::InternalError) {
+                warn!(
+                    action = action.map(Action::name),
+                    request_id,
+                    error = err.message,
+                    "request failed"
+                );
+            }
+            api::error(&echo, &err)
+        }
+    };
+    debug!(
+        action = action.map(Action::name),
+        request_id,
+        outcome = code.map_or("success", ErrorCode::as_str),
+        "reply"
+    );
     // Counted before the reply leaves, so a client that has its reply also finds it counted.
     service
         .metrics
@@ -75,8 +89,15 @@ async fn handle(service: &Arc<Service>, incoming: Incoming, replies: &WakeSender
         envelope: incoming.envelope,
         body,
     });
-    if let Ok(req) = &parsed {
-        access_log(service, req, &result, incoming.peer.as_deref()).await;
+    if let Some(req) = &req {
+        access_log(
+            service,
+            req,
+            created_id.as_deref(),
+            code,
+            incoming.peer.as_deref(),
+        )
+        .await;
     }
 }
 
@@ -129,7 +150,8 @@ fn deadline_exceeded(service: &Service) -> ApiError {
 async fn access_log(
     service: &Service,
     req: &Request,
-    result: &Result<Value, ApiError>,
+    created_id: Option<&str>,
+    code: Option<ErrorCode>,
     peer: Option<&str>,
 ) {
     if !service.settings.access_log {
@@ -139,13 +161,8 @@ async fn access_log(
         Action::Create | Action::Read | Action::Update | Action::Delete => req.action.name(),
         _ => return,
     };
-    let from_reply = result
-        .as_ref()
-        .ok()
-        .and_then(|d| d.get("memory_id"))
-        .and_then(Value::as_str);
     let from_request = req.payload.get("memory_id").and_then(Value::as_str);
-    let Some(memory_id) = from_reply.or(from_request) else {
+    let Some(memory_id) = created_id.or(from_request) else {
         return;
     };
     let record = AccessLogRecord {
@@ -154,8 +171,8 @@ async fn access_log(
         agent_id: req.payload.get("source_agent").and_then(Value::as_str),
         operation,
         request_id: req.request_id.as_deref(),
-        success: result.is_ok(),
-        error_code: result.as_ref().err().map(|e| e.code.as_str()),
+        success: code.is_none(),
+        error_code: code.map(ErrorCode::as_str),
         ip_address: peer,
     };
     if let Err(e) = service.store.log_access(&record).await {

@@ -19,5 +19,4 @@ mod sessions;
 pub mod socket;
 pub mod sweeper;
 
-pub use memories::MEMORY_TYPES;
 pub use service::Service;

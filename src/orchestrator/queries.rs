@@ -23,7 +23,7 @@ pub fn time_range(f: &Fields, path: &'static str, filter: &mut Filter) -> Result
 }
 
 /// The keys every filter shares: `tags` and the (ext) `user_id`, `session_id`.
-fn common(f: &Fields, filter: &mut Filter) -> Result<(), ApiError> {
+pub fn common(f: &Fields, filter: &mut Filter) -> Result<(), ApiError> {
     filter.tags = f.id_list("tags", 64)?.unwrap_or_default();
     filter.user_id = f.id("user_id")?;
     filter.session_id = f.id("session_id")?;

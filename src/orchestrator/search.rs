@@ -1,6 +1,6 @@
 //! `search`: semantic (pgvector), keyword (full text) and hybrid (reciprocal rank fusion).
 
-use super::queries::time_range;
+use super::queries::{common, time_range};
 use super::service::Service;
 use crate::api::{ApiError, ErrorCode, Fields, Request};
 use crate::store::{Filter, Scored};
@@ -70,9 +70,7 @@ fn parse(req: &Request) -> Result<Query<'_>, ApiError> {
     if let Some(f) = p.nested("filters", "payload.filters")? {
         query.filter.memory_types = f.id_list("memory_types", 16)?.unwrap_or_default();
         time_range(&f, "payload.filters.time_range", &mut query.filter)?;
-        query.filter.tags = f.id_list("tags", 64)?.unwrap_or_default();
-        query.filter.user_id = f.id("user_id")?;
-        query.filter.session_id = f.id("session_id")?;
+        common(&f, &mut query.filter)?;
         query.min_similarity = f.number("min_similarity", -1.0, 1.0)?;
         query.limit = f.int("limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     }

@@ -161,12 +161,6 @@ impl Store {
         (self.pool.size(), self.pool.num_idle())
     }
 
-    /// Whether the database answers a trivial query.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     /// Closes every connection; waits for the ones in use to come back.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -96,16 +96,4 @@ impl Store {
         .fetch_optional(self.pool())
         .await?)
     }
-
-    /// Whether a session exists.
-    ///
-    /// # Errors
-    /// The database failed.
-    pub async fn session_exists(&self, session_id: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM sessions WHERE session_id = $1")
-            .bind(session_id)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.is_some())
-    }
 }

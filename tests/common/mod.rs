@@ -312,6 +312,25 @@ impl Proxy {
     }
 }
 
+/// Runs a one-shot `memshift <subcommand>` on a config file holding `toml`, with
+/// `DATABASE_URL` set to `database_url` (or removed), and returns its output.
+pub fn run_memshift(
+    subcommand: &str,
+    toml: &str,
+    database_url: Option<&str>,
+) -> std::process::Output {
+    let dir = TempDir::new().expect("tempdir");
+    let config = dir.path().join("memshift.toml");
+    std::fs::write(&config, toml).expect("write config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_memshift"));
+    command.args([subcommand, "--config"]).arg(&config);
+    match database_url {
+        Some(url) => command.env("DATABASE_URL", url),
+        None => command.env_remove("DATABASE_URL"),
+    };
+    command.output().expect("run memshift")
+}
+
 /// A minimal HTTP/1.1 GET (no client library needed for two endpoints).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect to HTTP");
