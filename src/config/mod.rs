@@ -7,14 +7,18 @@
 //! pass checks what involves several keys. Any mistake and the whole load fails with all of
 //! them ([`ConfigErrors`]); the CLI exits 64.
 
+mod mirror;
 mod orchestrator;
 mod reader;
+
+pub use mirror::{Durability, MirrorSettings};
 
 pub use orchestrator::{
     DatabaseSettings, DatabaseUrl, EmbeddingProvider, EmbeddingSettings, OrchestratorSettings,
 };
 pub use reader::ConfigError;
 
+use crate::flags::{AgentFlags, Percent, Stage};
 use crate::guard::GuardPolicy;
 use crate::profile::Profile;
 use figment::Figment;
@@ -43,6 +47,7 @@ pub struct Config {
     pub database: DatabaseSettings,
     pub orchestrator: OrchestratorSettings,
     pub embedding: EmbeddingSettings,
+    pub mirror: MirrorSettings,
 }
 
 /// `[proxy]`: how every forwarder behaves.
@@ -124,6 +129,8 @@ pub struct AgentConfig {
     /// a later reply is dropped. Set it above the longest timeout any client uses.
     pub legacy_timeout: Duration,
     pub guard: GuardPolicy,
+    /// The agent's stage and percentages at start-up.
+    pub flags: AgentFlags,
 }
 
 const DEFAULT_LEGACY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -248,6 +255,7 @@ pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigE
     let database = orchestrator::read_database(root.value("database"), &mut errors);
     let orchestrator = orchestrator::read_orchestrator(root.value("orchestrator"), &mut errors);
     let embedding = orchestrator::read_embedding(root.value("embedding"), &mut errors);
+    let mirror = mirror::read_mirror(root.value("mirror"), &mut errors);
     root.finish(&mut errors);
     if !errors.list.is_empty() {
         return Err(ConfigErrors(errors.list));
@@ -260,6 +268,7 @@ pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigE
         database,
         orchestrator,
         embedding,
+        mirror,
     })
 }
 
@@ -361,6 +370,11 @@ fn read_agent(path: String, value: &Value, errors: &mut Errors) -> Option<AgentC
         parse_duration,
     );
     let guard = read_guard(format!("{path}.guard"), t.value("guard"), errors);
+    let d = AgentFlags::default();
+    let flags = AgentFlags {
+        stage: t.parse("stage", d.stage, errors, Stage::parse),
+        mirror_percent: t.parse("mirror_percent", d.mirror_percent, errors, Percent::parse),
+    };
     t.finish(errors);
     if let (Some(l), Some(g)) = (&listen, &legacy)
         && l.as_str() == g.as_str()
@@ -378,6 +392,7 @@ fn read_agent(path: String, value: &Value, errors: &mut Errors) -> Option<AgentC
         legacy: legacy?,
         legacy_timeout,
         guard,
+        flags,
     })
 }
 

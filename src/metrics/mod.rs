@@ -7,7 +7,10 @@
 //! label handles are resolved once at start-up, so counting a request costs a few atomic
 //! adds and no hashing.
 
+mod mirror;
 mod orchestrator;
+
+pub use mirror::{DeliveryOutcome, DropReason, MirrorMetrics, WriteOutcome};
 
 pub use orchestrator::{EmbeddingOutcome, OrchestratorMetrics};
 
@@ -68,6 +71,7 @@ pub struct Metrics {
     legacy_connection_events: IntCounterVec,
     legacy_connected: IntGaugeVec,
     client_connections: IntGaugeVec,
+    mirror: mirror::MirrorFamilies,
 }
 
 /// Latency buckets for a backend round trip: 100 µs to 30 s.
@@ -158,6 +162,7 @@ impl Metrics {
                 "Client connections currently open on the agent's listen endpoint.",
                 &["agent"],
             ),
+            mirror: mirror::MirrorFamilies::new(&registry),
             registry,
         };
         register_process(&m.registry);
@@ -211,6 +216,11 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// The mirror's handles for one agent.
+    pub fn mirror(&self, agent: &AgentConfig) -> MirrorMetrics {
+        self.mirror.agent(agent, &self.backend_latency)
+    }
+
     /// `(legacy link up, requests in flight)` of one agent, for `/healthz`.
     pub fn agent_status(&self, agent: &str) -> (bool, i64) {
         let connected = self.legacy_connected.with_label_values(&[agent]).get() == 1;

@@ -15,6 +15,9 @@ use super::inflight::{InFlight, Pending};
 use super::watch::{self, MonitorEndpoints};
 use crate::classify::{self, Classified};
 use crate::config::{AgentConfig, ProxySettings};
+use crate::flags::SharedFlags;
+use crate::mirror::{MirrorSender, Written};
+use crate::profile::Class;
 use crate::guard;
 use crate::metrics::{AgentMetrics, Outcome};
 use crate::profile::Profile;
@@ -53,6 +56,10 @@ pub struct Forwarder {
     /// Set once a drain starts: no new requests; exit when in-flight is empty or at this time.
     drain_deadline: Option<Instant>,
     metrics: Arc<AgentMetrics>,
+    flags: SharedFlags,
+    /// Where accepted writes go when the stage mirrors them; `None` when this agent has no
+    /// mirror running.
+    mirror: Option<MirrorSender>,
 }
 
 /// What [`Forwarder::open`] reports once bound.
@@ -73,6 +80,8 @@ impl Forwarder {
         control: WakeReceiver<Command>,
         monitors: &MonitorEndpoints,
         metrics: Arc<AgentMetrics>,
+        flags: SharedFlags,
+        mirror: Option<MirrorSender>,
     ) -> zmq::Result<(Forwarder, Bound)> {
         let linger = millis(settings.linger);
         let frontend = ctx.socket(zmq::ROUTER)?;
@@ -105,6 +114,8 @@ impl Forwarder {
             next_token: 0,
             drain_deadline: None,
             metrics,
+            flags,
+            mirror,
         };
         Ok((forwarder, Bound { endpoint }))
     }
@@ -252,13 +263,37 @@ impl Forwarder {
             let action = action_name(self.profile, &classified);
             debug!(agent = %self.name, action, request_id, token, "forwarding request");
         }
+        let mirror = self.mirror_copy(&classified, &body);
         let pending = Pending {
             envelope,
             slot,
             received,
             forwarded: received,
+            mirror,
         };
         self.forward(token, body, pending)
+    }
+
+    /// A copy of the request, if it is a write the current stage mirrors. (Whether its key
+    /// is in `mirror_percent` is the writer's business: finding the key means parsing.)
+    fn mirror_copy(
+        &self,
+        classified: &Classified,
+        body: &[Message],
+    ) -> Option<(Vec<u8>, crate::flags::Percent)> {
+        let mirror = self.mirror.as_ref()?;
+        if classified.class != Class::Write {
+            return None;
+        }
+        let flags = self.flags.load();
+        if !flags.stage.mirrors_writes() {
+            return None;
+        }
+        if body.len() != 1 {
+            mirror.multipart(action_name(self.profile, classified));
+            return None;
+        }
+        Some((body[0].to_vec(), flags.mirror_percent))
     }
 
     fn refuse(
@@ -343,6 +378,10 @@ impl Forwarder {
             return Ok(());
         };
         let reply = frames.split_off(2);
+        // The reply goes to the client before anything else happens to it.
+        let mirrored = pending
+            .mirror
+            .map(|(request, percent)| (request, percent, reply_copy(&reply)));
         let handed_off = Instant::now();
         let delivered = send_reply(&self.frontend, pending.envelope, reply)?;
         let outcome = if delivered {
@@ -356,6 +395,21 @@ impl Forwarder {
         let added = (pending.forwarded - pending.received) + (handed_off - received);
         debug!(agent = %self.name, token, legacy_us = (received - pending.forwarded).as_micros() as u64, delivered, "reply");
         self.metrics.proxy_added.observe(added.as_secs_f64());
+        if let (Some((request, percent, reply)), Some(mirror)) = (mirrored, &self.mirror) {
+            let action = classify::action_labels(self.profile)
+                .nth(pending.slot)
+                .map_or("?", |(name, _)| name);
+            match reply {
+                Some(reply) => mirror.offer(Written {
+                    action,
+                    request,
+                    reply,
+                    accepted_at: chrono::Utc::now(),
+                    percent,
+                }),
+                None => mirror.multipart(action),
+            }
+        }
         Ok(())
     }
 
@@ -390,6 +444,14 @@ fn action_name(profile: Profile, classified: &Classified) -> &'static str {
     classify::action_labels(profile)
         .nth(classified.slot(profile))
         .map_or("?", |(name, _)| name)
+}
+
+/// The bytes of a one-frame reply; `None` for a multipart one.
+fn reply_copy(reply: &[Message]) -> Option<Vec<u8>> {
+    match reply {
+        [frame] => Some(frame.to_vec()),
+        _ => None,
+    }
 }
 
 /// Receives one whole multipart message without waiting; `None` when there is none.

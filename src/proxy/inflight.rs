@@ -5,6 +5,7 @@
 //! envelope here. Every request gets the same timeout, so deadlines arrive in insertion
 //! order and a queue gives expiry in O(1); answered entries are skipped lazily.
 
+use crate::flags::Percent;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,9 @@ pub struct Pending<E> {
     pub received: Instant,
     /// When it was handed to the legacy socket.
     pub forwarded: Instant,
+    /// A write to mirror once answered: a copy of the request, and the share of keys to
+    /// mirror when it arrived.
+    pub mirror: Option<(Vec<u8>, Percent)>,
 }
 
 pub struct InFlight<E> {
@@ -95,6 +99,7 @@ mod tests {
             slot,
             received: at,
             forwarded: at,
+            mirror: None,
         }
     }
 

@@ -10,6 +10,8 @@ mod inflight;
 mod watch;
 
 use crate::config::{AgentConfig, Config};
+use crate::flags;
+use crate::mirror::{self, RunningMirror};
 use crate::metrics::Metrics;
 use crate::wakeup::{self, WakeSender};
 use anyhow::{Context as _, anyhow};
@@ -31,6 +33,8 @@ struct RunningAgent {
     control: WakeSender<Command>,
     thread: JoinHandle<zmq::Result<()>>,
     watcher: Watcher,
+    /// The agent's outbox writer and deliverer, when its stage mirrors writes.
+    mirror: Option<RunningMirror>,
 }
 
 /// One agent's bound listen endpoint, as announced at start-up.
@@ -74,11 +78,31 @@ fn start_agent(
     let settings = config.proxy.clone();
     let agent_metrics = Arc::new(metrics.agent(agent));
     let (watcher, monitors) = Watcher::start(&ctx, &agent.name, agent_metrics.clone())?;
+    let flags = flags::shared(agent.flags);
+    let (mirror_tx, mirror) = if agent.flags.stage.mirrors_writes() {
+        let mirror_metrics = Arc::new(metrics.mirror(agent));
+        let (tx, running) = mirror::start(&ctx, agent, &config.mirror, mirror_metrics)
+            .with_context(|| format!("agent {}: starting the mirror", agent.name))?;
+        (Some(tx), Some(running))
+    } else {
+        metrics.mirror(agent);
+        (None, None)
+    };
     let spec = agent.clone();
     let thread = std::thread::Builder::new()
         .name(format!("zmq-{}", agent.name))
         .spawn(move || {
-            match Forwarder::open(&ctx, &spec, &settings, control_rx, &monitors, agent_metrics) {
+            let opened = Forwarder::open(
+                &ctx,
+                &spec,
+                &settings,
+                control_rx,
+                &monitors,
+                agent_metrics,
+                flags,
+                mirror_tx,
+            );
+            match opened {
                 Ok((forwarder, bound)) => {
                     let _ = bound_tx.send(Ok(bound.endpoint));
                     forwarder.run()
@@ -106,10 +130,16 @@ fn start_agent(
             control,
             thread,
             watcher,
+            mirror,
         }),
         Err(e) => {
             let _ = thread.join();
             watcher.join();
+            if let Some(m) = mirror
+                && let Err(e) = m.shutdown(Duration::ZERO)
+            {
+                tracing::error!("{e:#}");
+            }
             Err(e)
         }
     }
@@ -136,7 +166,7 @@ impl RunningProxy {
         for agent in &self.agents {
             agent.control.send(Command::Drain { grace });
         }
-        self.join_all()
+        self.join_all(grace)
     }
 
     fn stop_now(&mut self) {
@@ -145,12 +175,15 @@ impl RunningProxy {
                 grace: Duration::ZERO,
             });
         }
-        if let Err(e) = self.join_all() {
+        if let Err(e) = self.join_all(Duration::ZERO) {
             tracing::error!("stopping forwarders: {e:#}");
         }
     }
 
-    fn join_all(&mut self) -> anyhow::Result<()> {
+    /// Joins every forwarder, then stops its mirror: once the forwarder is gone nothing
+    /// more can be queued, so the writer appends the rest and the deliverer gets `grace`
+    /// for the answers of what is out.
+    fn join_all(&mut self, grace: Duration) -> anyhow::Result<()> {
         let mut failures = Vec::new();
         for agent in self.agents.drain(..) {
             match agent.thread.join() {
@@ -160,6 +193,11 @@ impl RunningProxy {
             }
             // After the forwarder: its sockets are closed, so the monitors have stopped.
             agent.watcher.join();
+            if let Some(mirror) = agent.mirror
+                && let Err(e) = mirror.shutdown(grace)
+            {
+                failures.push(format!("{}: {e:#}", agent.name));
+            }
         }
         if failures.is_empty() {
             Ok(())

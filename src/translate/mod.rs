@@ -18,6 +18,7 @@ mod session;
 
 use crate::api::Action;
 use crate::profile::Profile;
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -81,9 +82,21 @@ pub struct Call {
 const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d656d73_6869_6674_8000_6d6972726f72);
 
 impl MirrorOp {
-    /// The API call for this op. `op_id` is unique and stable per op (the outbox's entry id
-    /// and the op's index): memory ids are derived from it.
-    pub fn to_call(&self, op_id: &str) -> Call {
+    /// The orchestrator action this op becomes.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            MirrorOp::EnsureSession { .. } => Action::CreateSession.name(),
+            MirrorOp::CreateMemory { .. } => Action::Create.name(),
+            MirrorOp::DeleteMemories { .. } => Action::BulkDelete.name(),
+            MirrorOp::EndSession { .. } => Action::EndSession.name(),
+        }
+    }
+
+    /// The API call for this op. `op_id` is unique and stable per op (the outbox names
+    /// each entry for good): memory ids are derived from it. `accepted_at`, when the legacy
+    /// agent accepted the write, becomes a created memory's `created_at`, so that the
+    /// orchestrator's chronology is the legacy one however late the delivery.
+    pub fn to_call(&self, op_id: &str, accepted_at: DateTime<Utc>) -> Call {
         match self {
             MirrorOp::EnsureSession {
                 session_id,
@@ -112,7 +125,8 @@ impl MirrorOp {
                     action: Action::Create,
                     session_id: session_id.clone(),
                     payload: json!({"memory_id": id, "memory_type": memory_type, "content": content,
-                        "user_id": user_id, "source_agent": source_agent}),
+                        "user_id": user_id, "source_agent": source_agent,
+                        "created_at": accepted_at.to_rfc3339_opts(SecondsFormat::Micros, true)}),
                 }
             }
             MirrorOp::DeleteMemories {

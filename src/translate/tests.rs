@@ -182,7 +182,7 @@ fn session_writes_map_to_sessions_and_conversation_memories() {
     ));
     assert_eq!(key, "s1");
     assert!(matches!(&o[0], MirrorOp::EnsureSession { session_id, .. } if session_id == "s1"));
-    let call = o[1].to_call("e1/0");
+    let call = o[1].to_call("e1/0", at());
     assert_eq!(call.action, Action::Create);
     assert_eq!(call.session_id.as_deref(), Some("s1"));
     assert_eq!(call.payload["memory_type"], "conversation");
@@ -196,12 +196,12 @@ fn session_writes_map_to_sessions_and_conversation_memories() {
         r#"{"action": "delete_session", "session_id": "s1"}"#,
         r#"{"status": "success", "request_id": ""}"#,
     ));
-    assert_eq!(o[0].to_call("x").action, Action::BulkDelete);
+    assert_eq!(o[0].to_call("x", at()).action, Action::BulkDelete);
     assert_eq!(
-        o[0].to_call("x").payload["filter"],
+        o[0].to_call("x", at()).payload["filter"],
         json!({"memory_type": "conversation", "session_id": "s1"})
     );
-    assert_eq!(o[1].to_call("x").action, Action::EndSession);
+    assert_eq!(o[1].to_call("x", at()).action, Action::EndSession);
 }
 
 #[test]
@@ -216,7 +216,7 @@ fn contextual_and_jarvis_writes_keep_their_quirks() {
         "a missing session id is the agent's \"null\" session"
     );
     assert_eq!(
-        o[1].to_call("e").payload["content"],
+        o[1].to_call("e", at()).payload["content"],
         json!({"text": "why?", "type": "user_query"})
     );
     let (_, o) = ops(verdict(
@@ -224,7 +224,7 @@ fn contextual_and_jarvis_writes_keep_their_quirks() {
         r#"{"action": "record_decision", "session_id": "c", "decision": "use SQLite"}"#,
         r#"{"status": "error", "message": "'bool' object has no attribute 'get'"}"#,
     ));
-    let call = o[1].to_call("e");
+    let call = o[1].to_call("e", at());
     assert_eq!(call.payload["memory_type"], "decision");
     assert_eq!(call.payload["content"], json!({"text": "use SQLite"}));
 
@@ -234,7 +234,7 @@ fn contextual_and_jarvis_writes_keep_their_quirks() {
         r#"{"status": "error", "reason": "send_proactive_event() got an unexpected keyword argument 'text'"}"#,
     ));
     assert_eq!(key, "default");
-    let call = o[0].to_call("e");
+    let call = o[0].to_call("e", at());
     assert_eq!(call.payload["user_id"], "default");
     assert_eq!(
         call.payload["content"],
@@ -246,7 +246,7 @@ fn contextual_and_jarvis_writes_keep_their_quirks() {
         r#"{"status": "ok"}"#,
     ));
     assert_eq!(
-        o[0].to_call("e").payload["content"],
+        o[0].to_call("e", at()).payload["content"],
         json!({"memory": [1, 2]}),
         "no text, kept as sent"
     );
@@ -260,7 +260,7 @@ fn memory_ids_are_stable_per_op_id_and_distinct_across_ops() {
         r#"{"status": "ok"}"#,
     ));
     let id = |op_id: &str| {
-        o[0].to_call(op_id).payload["memory_id"]
+        o[0].to_call(op_id, at()).payload["memory_id"]
             .as_str()
             .unwrap()
             .to_owned()
@@ -297,4 +297,21 @@ fn keys_come_from_the_request_alone() {
         Some("default")
     );
     assert_eq!(key(Profile::JarvisMemory, b"nope"), None);
+}
+
+fn at() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(1_790_000_000_123_456).unwrap()
+}
+
+#[test]
+fn created_memories_carry_the_time_the_legacy_agent_accepted_them() {
+    let (_, o) = ops(verdict(
+        Profile::JarvisMemory,
+        r#"{"action": "add_memory", "memory": "tea"}"#,
+        r#"{"status": "ok"}"#,
+    ));
+    assert_eq!(
+        o[0].to_call("e", at()).payload["created_at"],
+        "2026-09-21T14:13:20.123456Z"
+    );
 }

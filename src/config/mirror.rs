@@ -1,0 +1,122 @@
+//! `[mirror]`: the outbox and the delivery of mirrored writes to the orchestrator. Every
+//! key needs a restart. (The stage and `mirror_percent` of each agent are flags, in its
+//! `[[agents]]` table.)
+
+use super::reader::{Errors, Table};
+use super::{Endpoint, parse_count, parse_duration};
+use figment::value::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How hard the outbox pushes each commit to the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync every commit: an acknowledged entry survives a power cut.
+    Full,
+    /// fsync at checkpoints: an acknowledged entry survives the proxy being killed, not
+    /// the machine losing power. Faster on slow disks.
+    Normal,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MirrorSettings {
+    /// Where the outboxes live: `<data_dir>/<agent>.outbox.sqlite`, one per agent.
+    pub data_dir: PathBuf,
+    /// The orchestrator the mirror delivers to.
+    pub orchestrator: Endpoint,
+    /// A delivery not answered by then counts as failed and is retried. Keep it above the
+    /// orchestrator's `request_deadline`, so that a slow database is an answer, not silence.
+    pub timeout: Duration,
+    /// Deliveries outstanding per agent (each for a different key: a key's operations go
+    /// one at a time, in order).
+    pub max_in_flight: usize,
+    /// Accepted writes waiting between a forwarder and its outbox. Past it, writes are not
+    /// mirrored (counted as `queue_full`): the forwarder never waits.
+    pub queue: usize,
+    /// Entries pending in one outbox at most. Past it, new writes are not mirrored
+    /// (counted as `outbox_full`, their keys recorded for reconcile).
+    pub max_pending: u64,
+    /// An operation the orchestrator answered with a retryable error this many times is
+    /// dead-lettered.
+    pub max_attempts: u32,
+    /// An operation still undelivered this long after the legacy write is dead-lettered
+    /// (this is what bounds an orchestrator that does not answer at all).
+    pub max_age: Duration,
+    /// Retry backoff: doubles from `backoff_base` up to `backoff_max`, with jitter.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub durability: Durability,
+}
+
+impl Default for MirrorSettings {
+    fn default() -> Self {
+        MirrorSettings {
+            data_dir: PathBuf::from("/var/lib/memshift"),
+            orchestrator: Endpoint("tcp://127.0.0.1:5570".to_owned()),
+            timeout: Duration::from_secs(10),
+            max_in_flight: 32,
+            queue: 10_000,
+            max_pending: 1_000_000,
+            max_attempts: 20,
+            max_age: Duration::from_secs(72 * 3600),
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            durability: Durability::Full,
+        }
+    }
+}
+
+pub(super) fn read_mirror(value: Option<&Value>, errors: &mut Errors) -> MirrorSettings {
+    let d = MirrorSettings::default();
+    let mut t = Table::new("mirror", value, errors);
+    let settings = MirrorSettings {
+        data_dir: t.parse("data_dir", d.data_dir, errors, |s| {
+            if s.is_empty() {
+                Err("must not be empty".to_owned())
+            } else {
+                Ok(PathBuf::from(s))
+            }
+        }),
+        orchestrator: t.parse(
+            "orchestrator",
+            d.orchestrator,
+            errors,
+            Endpoint::parse_connect,
+        ),
+        timeout: t.parse("timeout", d.timeout, errors, parse_duration),
+        max_in_flight: t.parse("max_in_flight", d.max_in_flight, errors, |s| {
+            parse_count(s, 1, 1_000)
+        }),
+        queue: t.parse("queue", d.queue, errors, |s| parse_count(s, 1, 1_000_000)),
+        max_pending: t.parse("max_pending", d.max_pending, errors, |s| {
+            parse_count(s, 1, 1_000_000_000).map(|n| n as u64)
+        }),
+        max_attempts: t.parse("max_attempts", d.max_attempts, errors, |s| {
+            parse_count(s, 1, 1_000_000).map(|n| n as u32)
+        }),
+        max_age: t.parse("max_age", d.max_age, errors, parse_duration),
+        backoff_base: t.parse("backoff_base", d.backoff_base, errors, parse_duration),
+        backoff_max: t.parse("backoff_max", d.backoff_max, errors, parse_duration),
+        durability: t.parse("durability", d.durability, errors, |s| match s {
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
+            _ => Err(format!("unknown durability {s:?} (full, normal)")),
+        }),
+    };
+    if settings.timeout.is_zero() || settings.backoff_base.is_zero() {
+        errors.push(
+            "mirror.timeout",
+            value,
+            "mirror.timeout and mirror.backoff_base must be above zero",
+        );
+    }
+    if settings.backoff_max < settings.backoff_base {
+        errors.push(
+            "mirror.backoff_max",
+            value,
+            "must be at least mirror.backoff_base",
+        );
+    }
+    t.finish(errors);
+    settings
+}

@@ -1,0 +1,168 @@
+//! Rollout flags: each agent's stage and percentages.
+//!
+//! Read on the primary path for every request, so they live behind an [`ArcSwap`]: a load
+//! is a few atomic operations and never blocks, and a new set of flags can be swapped in
+//! whole (hot reload, the kill switch) without stopping a forwarder. Today they come from
+//! the agent's table in the configuration file.
+//!
+//! Percentages bucket by the profile's key (session or user) with a stable hash, so a key
+//! always goes the same way, and raising a percentage only ever adds keys.
+
+use arc_swap::ArcSwap;
+use std::fmt;
+use std::sync::Arc;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// How far one agent's migration has gone (DESIGN.md, "Stages").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Pure passthrough: nothing reaches the orchestrator.
+    Off,
+    /// Writes the legacy agent accepted are mirrored to the orchestrator.
+    DualWrite,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 2] = [Stage::Off, Stage::DualWrite];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Off => "off",
+            Stage::DualWrite => "dualwrite",
+        }
+    }
+
+    /// # Errors
+    /// Not a stage name.
+    pub fn parse(s: &str) -> Result<Stage, String> {
+        Stage::ALL
+            .into_iter()
+            .find(|stage| stage.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Stage::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown stage {s:?} (one of: {})", known.join(", "))
+            })
+    }
+
+    /// Whether accepted writes go to the outbox in this stage.
+    pub fn mirrors_writes(self) -> bool {
+        self != Stage::Off
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A share of keys, in hundredths of a percent (0–10 000), so that `0.5` % is exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Percent(u16);
+
+impl Percent {
+    pub const ALL: Percent = Percent(10_000);
+    pub const NONE: Percent = Percent(0);
+
+    /// # Errors
+    /// Not a number from 0 to 100 with at most two decimals.
+    pub fn parse(s: &str) -> Result<Percent, String> {
+        let bad = || format!("expected a percentage from 0 to 100, got {s:?}");
+        let value: f64 = s.trim().parse().map_err(|_| bad())?;
+        let hundredths = (value * 100.0).round();
+        if !(0.0..=10_000.0).contains(&hundredths) || (hundredths - value * 100.0).abs() > 1e-6 {
+            return Err(bad());
+        }
+        Ok(Percent(hundredths as u16))
+    }
+
+    /// Whether `key` falls in this share of keys. Stable across processes and versions:
+    /// xxh3 with a fixed seed, so every proxy and every restart agrees.
+    pub fn includes(self, key: &str) -> bool {
+        bucket(key) < self.0
+    }
+
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.as_f64())
+    }
+}
+
+/// Seed of the bucketing hash. Changing it reshuffles every key: never do.
+const BUCKET_SEED: u64 = 0x6d65_6d73_6869_6674;
+
+/// The key's bucket, 0–9 999.
+pub fn bucket(key: &str) -> u16 {
+    (xxh3_64_with_seed(key.as_bytes(), BUCKET_SEED) % 10_000) as u16
+}
+
+/// One agent's flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentFlags {
+    pub stage: Stage,
+    /// Share of keys whose writes are mirrored (in stages that mirror).
+    pub mirror_percent: Percent,
+}
+
+impl Default for AgentFlags {
+    fn default() -> Self {
+        AgentFlags {
+            stage: Stage::Off,
+            mirror_percent: Percent::ALL,
+        }
+    }
+}
+
+/// The live flags of one agent, shared by its forwarder and mirror.
+pub type SharedFlags = Arc<ArcSwap<AgentFlags>>;
+
+pub fn shared(flags: AgentFlags) -> SharedFlags {
+    Arc::new(ArcSwap::from_pointee(flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_parse_exactly_and_reject_nonsense() {
+        assert_eq!(Percent::parse("100"), Ok(Percent::ALL));
+        assert_eq!(Percent::parse("0"), Ok(Percent::NONE));
+        assert_eq!(Percent::parse("0.5"), Ok(Percent(50)));
+        assert_eq!(Percent::parse("12.34"), Ok(Percent(1234)));
+        for bad in ["-1", "100.01", "0.001", "ten", "", "NaN", "inf"] {
+            assert!(Percent::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn buckets_are_stable_and_spread_evenly() {
+        // Pinned: a change of hash or seed would move every key in a running migration.
+        let pinned: Vec<u16> = ["a", "session-1", "default"].map(bucket).to_vec();
+        assert_eq!(pinned, vec![1691, 2854, 5168]);
+        let n = 100_000;
+        let in_ten = (0..n)
+            .filter(|i| Percent(1_000).includes(&format!("key-{i}")))
+            .count();
+        let share = in_ten as f64 / n as f64;
+        assert!((0.09..0.11).contains(&share), "10 % bucket holds {share}");
+    }
+
+    #[test]
+    fn raising_a_percentage_only_adds_keys() {
+        let keys: Vec<String> = (0..10_000).map(|i| format!("k{i}")).collect();
+        let mut previous: Vec<&String> = Vec::new();
+        for p in [0u16, 1, 50, 1_000, 5_000, 9_999, 10_000] {
+            let now: Vec<&String> = keys.iter().filter(|k| Percent(p).includes(k)).collect();
+            assert!(previous.iter().all(|k| now.contains(k)), "{p} dropped a key");
+            previous = now;
+        }
+        assert_eq!(previous.len(), keys.len());
+        assert!(keys.iter().all(|k| !Percent::NONE.includes(k)));
+    }
+}

@@ -1,0 +1,315 @@
+//! The mirror's metrics (proxy process): what happened to accepted writes, the outbox, and
+//! deliveries to the orchestrator. Handles are resolved per agent at start-up; every series
+//! of a closed label set exists at zero from then on.
+
+use super::{counter_vec, gauge_vec, histogram_vec};
+use crate::classify::action_labels;
+use crate::config::AgentConfig;
+use crate::flags::{AgentFlags, Stage};
+use crate::profile::Class;
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+use std::collections::HashMap;
+
+/// What became of a write the legacy agent was asked to do (the `outcome` label of
+/// `memshift_mirror_writes_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Appended to the outbox.
+    Queued,
+    /// The legacy agent refused it: never mirrored.
+    LegacyFailed,
+    /// Its key is outside `mirror_percent`.
+    NotSampled,
+    /// Not appended: see `memshift_mirror_dropped_total` for why.
+    Dropped,
+}
+
+impl WriteOutcome {
+    pub const ALL: [WriteOutcome; 4] = [
+        WriteOutcome::Queued,
+        WriteOutcome::LegacyFailed,
+        WriteOutcome::NotSampled,
+        WriteOutcome::Dropped,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            WriteOutcome::Queued => "queued",
+            WriteOutcome::LegacyFailed => "legacy_failed",
+            WriteOutcome::NotSampled => "not_sampled",
+            WriteOutcome::Dropped => "dropped",
+        }
+    }
+}
+
+/// Why an accepted write was not put in the outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The hand-off queue between the forwarder and the outbox was full.
+    QueueFull,
+    /// The outbox held `max_pending` entries.
+    OutboxFull,
+    /// The outbox could not be written (disk full, I/O error).
+    OutboxError,
+    /// A multipart request or reply: not a write memshift can read.
+    Multipart,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::QueueFull,
+        DropReason::OutboxFull,
+        DropReason::OutboxError,
+        DropReason::Multipart,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::OutboxFull => "outbox_full",
+            DropReason::OutboxError => "outbox_error",
+            DropReason::Multipart => "multipart",
+        }
+    }
+}
+
+/// What became of one delivery attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// Failed, to be tried again.
+    Retried,
+    DeadLettered,
+}
+
+impl DeliveryOutcome {
+    pub const ALL: [DeliveryOutcome; 3] = [
+        DeliveryOutcome::Delivered,
+        DeliveryOutcome::Retried,
+        DeliveryOutcome::DeadLettered,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Retried => "retried",
+            DeliveryOutcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// Why a delivery failed, besides the orchestrator's own error codes.
+pub const TRANSPORT_FAILURES: [&str; 3] = ["timeout", "unreachable", "bad_reply"];
+
+/// From the legacy reply to the orchestrator's acknowledgement: 1 ms to 6 h.
+const LAG_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0, 21600.0,
+];
+
+/// The mirror's metric families, registered with the proxy's others.
+pub(super) struct MirrorFamilies {
+    writes: IntCounterVec,
+    dropped: IntCounterVec,
+    deliveries: IntCounterVec,
+    failures: IntCounterVec,
+    lag: HistogramVec,
+    pending: IntGaugeVec,
+    oldest_age: GaugeVec,
+    retrying: IntGaugeVec,
+    dead: IntGaugeVec,
+    outage: IntGaugeVec,
+    stage: IntGaugeVec,
+    mirror_percent: GaugeVec,
+}
+
+impl MirrorFamilies {
+    pub(super) fn new(registry: &Registry) -> MirrorFamilies {
+        let gauge = |name: &str, help: &str| {
+            let family = GaugeVec::new(Opts::new(name, help), &["agent"]).expect("valid metric");
+            registry
+                .register(Box::new(family.clone()))
+                .expect("metric registered once");
+            family
+        };
+        MirrorFamilies {
+            writes: counter_vec(
+                registry,
+                "memshift_mirror_writes_total",
+                "Writes answered by the legacy agent in a mirroring stage, by what the mirror did with them.",
+                &["agent", "action", "outcome"],
+            ),
+            dropped: counter_vec(
+                registry,
+                "memshift_mirror_dropped_total",
+                "Accepted writes that were not put in the outbox, by reason (reconcile repairs them).",
+                &["agent", "reason"],
+            ),
+            deliveries: counter_vec(
+                registry,
+                "memshift_mirror_deliveries_total",
+                "Outbox operations sent to the orchestrator, by legacy action and outcome.",
+                &["agent", "action", "outcome"],
+            ),
+            failures: counter_vec(
+                registry,
+                "memshift_mirror_failures_total",
+                "Failed deliveries by reason: the orchestrator's error code, timeout, unreachable or bad_reply.",
+                &["agent", "reason"],
+            ),
+            lag: histogram_vec(
+                registry,
+                "memshift_mirror_lag_seconds",
+                "From the legacy agent accepting a write to the orchestrator acknowledging its operation.",
+                &["agent"],
+                LAG_BUCKETS,
+            ),
+            pending: gauge_vec(
+                registry,
+                "memshift_outbox_pending",
+                "Operations in the outbox waiting for delivery.",
+                &["agent"],
+            ),
+            oldest_age: gauge(
+                "memshift_outbox_oldest_age_seconds",
+                "Age of the oldest pending operation's write (0 when none is pending).",
+            ),
+            retrying: gauge_vec(
+                registry,
+                "memshift_outbox_retrying",
+                "Pending operations waiting out a backoff after a failed delivery.",
+                &["agent"],
+            ),
+            dead: gauge_vec(
+                registry,
+                "memshift_outbox_dead_letters",
+                "Operations given up on, kept with their reason until memshift outbox retry-dead.",
+                &["agent"],
+            ),
+            outage: gauge_vec(
+                registry,
+                "memshift_mirror_orchestrator_unavailable",
+                "1 while deliveries are paused because the orchestrator does not answer (one probe at a time).",
+                &["agent"],
+            ),
+            stage: gauge_vec(
+                registry,
+                "memshift_stage",
+                "1 for each agent's current stage.",
+                &["agent", "stage"],
+            ),
+            mirror_percent: gauge(
+                "memshift_mirror_percent",
+                "Share of keys whose writes are mirrored, in percent.",
+            ),
+        }
+    }
+
+    /// `backend_latency` is the proxy's round-trip family: deliveries are its
+    /// `backend="orchestrator"` series, next to the legacy agent's.
+    pub(super) fn agent(&self, agent: &AgentConfig, backend_latency: &HistogramVec) -> MirrorMetrics {
+        let name = agent.name.as_str();
+        let writes = action_labels(agent.profile)
+            .filter(|(_, class)| *class == Class::Write)
+            .map(|(action, _)| {
+                let outcomes = WriteOutcome::ALL
+                    .map(|o| self.writes.with_label_values(&[name, action, o.as_label()]));
+                let deliveries = DeliveryOutcome::ALL
+                    .map(|o| self.deliveries.with_label_values(&[name, action, o.as_label()]));
+                let latency = backend_latency.with_label_values(&[name, "orchestrator", action]);
+                (action, ActionCounters { outcomes, deliveries, latency })
+            })
+            .collect();
+        let failures = crate::api::ErrorCode::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .chain(TRANSPORT_FAILURES)
+            .map(|reason| (reason, self.failures.with_label_values(&[name, reason])))
+            .collect();
+        let m = MirrorMetrics {
+            actions: writes,
+            dropped: DropReason::ALL.map(|r| self.dropped.with_label_values(&[name, r.as_label()])),
+            failures,
+            lag: self.lag.with_label_values(&[name]),
+            pending: self.pending.with_label_values(&[name]),
+            oldest_age: self.oldest_age.with_label_values(&[name]),
+            retrying: self.retrying.with_label_values(&[name]),
+            dead: self.dead.with_label_values(&[name]),
+            outage: self.outage.with_label_values(&[name]),
+            stages: Stage::ALL.map(|s| self.stage.with_label_values(&[name, s.name()])),
+            mirror_percent: self.mirror_percent.with_label_values(&[name]),
+        };
+        m.flags(&agent.flags);
+        m
+    }
+}
+
+struct ActionCounters {
+    outcomes: [IntCounter; 4],
+    deliveries: [IntCounter; 3],
+    latency: Histogram,
+}
+
+/// One agent's mirror metrics, shared by its forwarder, outbox writer and deliverer.
+pub struct MirrorMetrics {
+    actions: HashMap<&'static str, ActionCounters>,
+    dropped: [IntCounter; 4],
+    failures: HashMap<&'static str, IntCounter>,
+    pub lag: Histogram,
+    pub pending: IntGauge,
+    pub oldest_age: Gauge,
+    pub retrying: IntGauge,
+    pub dead: IntGauge,
+    pub outage: IntGauge,
+    stages: [IntGauge; 2],
+    mirror_percent: Gauge,
+}
+
+impl MirrorMetrics {
+    /// Counts a write by its legacy action (only write actions have series).
+    pub fn write(&self, action: &str, outcome: WriteOutcome) {
+        if let Some(a) = self.actions.get(action) {
+            let i = WriteOutcome::ALL.iter().position(|o| *o == outcome);
+            a.outcomes[i.expect("in ALL")].inc();
+        }
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        let i = DropReason::ALL.iter().position(|r| *r == reason);
+        self.dropped[i.expect("in ALL")].inc();
+    }
+
+    /// Counts a delivery attempt that got an answer (or timed out) after `seconds`.
+    pub fn delivery(&self, action: &str, outcome: DeliveryOutcome, seconds: Option<f64>) {
+        if let Some(a) = self.actions.get(action) {
+            let i = DeliveryOutcome::ALL.iter().position(|o| *o == outcome);
+            a.deliveries[i.expect("in ALL")].inc();
+            if let Some(s) = seconds {
+                a.latency.observe(s);
+            }
+        }
+    }
+
+    /// Counts a failed delivery; `reason` is an error code or a [`TRANSPORT_FAILURES`] name
+    /// (anything else is counted as `bad_reply`).
+    pub fn failure(&self, reason: &str) {
+        let counter = self
+            .failures
+            .get(reason)
+            .or_else(|| self.failures.get("bad_reply"));
+        if let Some(c) = counter {
+            c.inc();
+        }
+    }
+
+    /// Shows the agent's current flags.
+    pub fn flags(&self, flags: &AgentFlags) {
+        for (stage, gauge) in Stage::ALL.iter().zip(&self.stages) {
+            gauge.set(i64::from(*stage == flags.stage));
+        }
+        self.mirror_percent.set(flags.mirror_percent.as_f64());
+    }
+}

@@ -1,0 +1,172 @@
+//! The mirror: accepted legacy writes, through the outbox, to the orchestrator.
+//!
+//! Three parties per agent, each on its own thread, so that nothing here can touch the
+//! primary path:
+//! 1. The **forwarder**, once it has sent a write's legacy reply to the client, offers the
+//!    request and reply bytes to a bounded queue ([`MirrorSender::offer`]); a full queue
+//!    drops the write and counts it, the forwarder never waits.
+//! 2. The **writer** ([`writer`]) takes them in batches, asks the profile what each means
+//!    ([`crate::translate`]), keeps the keys inside `mirror_percent`, and appends the
+//!    operations to the outbox in one transaction per batch; then it wakes the deliverer.
+//! 3. The **deliverer** ([`deliver`]) sends each key's oldest pending operation to the
+//!    orchestrator over a DEALER, one per key and up to `max_in_flight` keys at once, and
+//!    settles each answer: delivered (deleted), retried with backoff, or dead-lettered.
+//!
+//! Ordering per key holds end to end: one forwarder thread sees a legacy agent's replies in
+//! the order the agent applied them, the queue and the writer keep that order, and the
+//! deliverer never has two operations of a key out at once.
+
+mod deliver;
+mod writer;
+
+pub use deliver::{Deliverer, DeliveryReport};
+
+use crate::config::{AgentConfig, Durability, MirrorSettings};
+use crate::flags::Percent;
+use crate::metrics::{DropReason, MirrorMetrics, WriteOutcome};
+use crate::outbox::{DeliveryLock, Outbox};
+use crate::wakeup::{self, WakeSender};
+use anyhow::{Context as _, anyhow};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{self, TrySendError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// One write as the legacy agent answered it, handed from the forwarder to the writer.
+pub struct Written {
+    /// The legacy action (a write action of the profile).
+    pub action: &'static str,
+    pub request: Vec<u8>,
+    pub reply: Vec<u8>,
+    /// When the forwarder saw the reply.
+    pub accepted_at: DateTime<Utc>,
+    /// `mirror_percent` when the request arrived.
+    pub percent: Percent,
+}
+
+/// The forwarder's end of the hand-off queue.
+#[derive(Clone)]
+pub struct MirrorSender {
+    tx: mpsc::SyncSender<Written>,
+    metrics: Arc<MirrorMetrics>,
+}
+
+impl MirrorSender {
+    /// Hands a write over without waiting; a full queue (or a writer that is gone) drops
+    /// it, counted.
+    pub fn offer(&self, written: Written) {
+        let (written, reason) = match self.tx.try_send(written) {
+            Ok(()) => return,
+            Err(TrySendError::Full(w)) => (w, DropReason::QueueFull),
+            Err(TrySendError::Disconnected(w)) => (w, DropReason::OutboxError),
+        };
+        self.metrics.write(written.action, WriteOutcome::Dropped);
+        self.metrics.dropped(reason);
+    }
+
+    /// Counts a write that cannot be mirrored because it is not one frame each way.
+    pub fn multipart(&self, action: &'static str) {
+        self.metrics.write(action, WriteOutcome::Dropped);
+        self.metrics.dropped(DropReason::Multipart);
+    }
+}
+
+/// What the deliverer thread is told.
+#[derive(Debug)]
+pub enum Signal {
+    /// New entries are in the outbox.
+    Appended,
+    /// Send nothing more; wait at most `grace` for the answers of what is out, then exit.
+    Stop { grace: Duration },
+}
+
+/// The writer and deliverer of one agent.
+pub struct RunningMirror {
+    agent: String,
+    writer: JoinHandle<()>,
+    deliverer: JoinHandle<()>,
+    signal: WakeSender<Signal>,
+}
+
+/// Opens `agent`'s outbox and starts its writer and deliverer.
+///
+/// # Errors
+/// The outbox cannot be opened or created, another process is delivering it, or a thread
+/// or socket cannot be created.
+pub fn start(
+    ctx: &zmq::Context,
+    agent: &AgentConfig,
+    settings: &MirrorSettings,
+    metrics: Arc<MirrorMetrics>,
+) -> anyhow::Result<(MirrorSender, RunningMirror)> {
+    let path = Outbox::path(&settings.data_dir, &agent.name);
+    let lock = DeliveryLock::acquire(&path).map_err(|e| anyhow!(e))?;
+    let writer_outbox = Outbox::open(&path, settings.durability)?;
+    // Settling needs no fsync: a settlement lost in a crash means one more (idempotent)
+    // delivery.
+    let deliverer_outbox = Outbox::open(&path, Durability::Normal)?;
+    let stats = deliverer_outbox.stats(Utc::now())?;
+    let pending = Arc::new(AtomicU64::new(stats.pending));
+    let (signal, signal_rx) = wakeup::channel().context("creating the mirror's wake pipe")?;
+    let (tx, rx) = mpsc::sync_channel(settings.queue);
+
+    let deliverer = Deliverer::new(
+        ctx,
+        &agent.name,
+        deliverer_outbox,
+        settings.clone(),
+        pending.clone(),
+        metrics.clone(),
+    )?;
+    let deliverer = std::thread::Builder::new()
+        .name(format!("mirror-{}", agent.name))
+        .spawn(move || {
+            let _lock = lock;
+            deliverer.run(signal_rx);
+        })
+        .context("spawning the mirror's deliverer")?;
+    let writer = writer::Writer {
+        agent: agent.name.clone(),
+        profile: agent.profile,
+        outbox: writer_outbox,
+        max_pending: settings.max_pending,
+        pending,
+        metrics: metrics.clone(),
+        wake: signal.clone(),
+    };
+    let writer = std::thread::Builder::new()
+        .name(format!("outbox-{}", agent.name))
+        .spawn(move || writer.run(rx))
+        .context("spawning the outbox writer")?;
+    tracing::info!(agent = %agent.name, outbox = %path.display(), pending = stats.pending,
+        dead = stats.dead, orchestrator = %settings.orchestrator, "mirroring writes");
+    Ok((
+        MirrorSender { tx, metrics },
+        RunningMirror {
+            agent: agent.name.clone(),
+            writer,
+            deliverer,
+            signal,
+        },
+    ))
+}
+
+impl RunningMirror {
+    /// Stops after every [`MirrorSender`] is gone (the forwarder has exited): the writer
+    /// appends what was queued and exits, then the deliverer waits at most `grace` for the
+    /// answers of what is out. What is still pending stays in the outbox for next time.
+    ///
+    /// # Errors
+    /// A thread panicked.
+    pub fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
+        let writer = self.writer.join();
+        self.signal.send(Signal::Stop { grace });
+        let deliverer = self.deliverer.join();
+        match (writer, deliverer) {
+            (Ok(()), Ok(())) => Ok(()),
+            _ => Err(anyhow!("the mirror of {} panicked", self.agent)),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The outbox writer: accepted writes in, outbox entries out, a batch per transaction.
+
+use super::{Signal, Written};
+use crate::metrics::{DropReason, MirrorMetrics, WriteOutcome};
+use crate::outbox::{NewEntry, Outbox};
+use crate::profile::Profile;
+use crate::translate::{self, Verdict};
+use crate::wakeup::WakeSender;
+use chrono::Utc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+use tracing::{error, warn};
+
+/// Writes taken from the queue per transaction at most.
+const BATCH: usize = 512;
+
+/// A full or failing outbox is logged at most this often (it is counted every time).
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub(super) struct Writer {
+    pub agent: String,
+    pub profile: Profile,
+    pub outbox: Outbox,
+    pub max_pending: u64,
+    /// Entries pending in the outbox, shared with the deliverer (which corrects it from the
+    /// file every second).
+    pub pending: Arc<AtomicU64>,
+    pub metrics: Arc<MirrorMetrics>,
+    pub wake: WakeSender<Signal>,
+}
+
+impl Writer {
+    /// Runs until every sender is gone and the queue is empty.
+    pub fn run(mut self, rx: Receiver<Written>) {
+        let mut last_log: Option<Instant> = None;
+        while let Ok(first) = rx.recv() {
+            let mut batch = Vec::with_capacity(BATCH);
+            batch.push(first);
+            batch.extend(rx.try_iter().take(BATCH - 1));
+            if let Some(problem) = self.write(batch)
+                && last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY)
+            {
+                last_log = Some(Instant::now());
+                problem.log(&self.agent);
+            }
+        }
+    }
+
+    /// Translates and appends one batch. Returns what went wrong, for a throttled log.
+    fn write(&mut self, batch: Vec<Written>) -> Option<Problem> {
+        let mut entries = Vec::new();
+        let mut queued = Vec::new();
+        let mut dropped: Vec<(String, &'static str)> = Vec::new();
+        let mut problem = None;
+        let pending = self.pending.load(Ordering::Relaxed);
+        for w in batch {
+            let mirror = match translate::translate(self.profile, &w.request, &w.reply) {
+                Verdict::Mirror(m) => m,
+                Verdict::Failed(_) => {
+                    self.metrics.write(w.action, WriteOutcome::LegacyFailed);
+                    continue;
+                }
+                // Classified as a write but not one the profile mirrors (cannot happen with
+                // the built-in tables; counted rather than trusted).
+                Verdict::NotAWrite => {
+                    self.metrics.write(w.action, WriteOutcome::LegacyFailed);
+                    continue;
+                }
+            };
+            if !w.percent.includes(&mirror.key) {
+                self.metrics.write(w.action, WriteOutcome::NotSampled);
+                continue;
+            }
+            if pending + (entries.len() + mirror.ops.len()) as u64 > self.max_pending {
+                self.metrics.write(w.action, WriteOutcome::Dropped);
+                self.metrics.dropped(DropReason::OutboxFull);
+                dropped.push((mirror.key, DropReason::OutboxFull.as_label()));
+                problem = Some(Problem::Full);
+                continue;
+            }
+            queued.push((w.action, mirror.key.clone()));
+            entries.extend(mirror.ops.into_iter().map(|op| NewEntry {
+                key: mirror.key.clone(),
+                action: w.action,
+                op,
+                accepted_at: w.accepted_at,
+            }));
+        }
+        if !entries.is_empty() {
+            match self.outbox.append(&entries) {
+                Ok(()) => {
+                    self.pending
+                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    for (action, _) in &queued {
+                        self.metrics.write(action, WriteOutcome::Queued);
+                    }
+                    self.wake.send(Signal::Appended);
+                }
+                Err(e) => {
+                    for (action, key) in queued {
+                        self.metrics.write(action, WriteOutcome::Dropped);
+                        self.metrics.dropped(DropReason::OutboxError);
+                        dropped.push((key, DropReason::OutboxError.as_label()));
+                    }
+                    problem = Some(Problem::Failed(e.to_string()));
+                }
+            }
+        }
+        if !dropped.is_empty()
+            && let Err(e) = self.outbox.record_dropped(&dropped, Utc::now())
+        {
+            error!(agent = %self.agent, writes = dropped.len(), "could not record the keys of dropped writes: {e}");
+        }
+        problem
+    }
+}
+
+enum Problem {
+    Full,
+    Failed(String),
+}
+
+impl Problem {
+    fn log(&self, agent: &str) {
+        match self {
+            Problem::Full => warn!(
+                agent,
+                "outbox full (mirror.max_pending): new writes are not mirrored until it drains; their keys are recorded for reconcile"
+            ),
+            Problem::Failed(e) => error!(
+                agent,
+                "outbox append failed, writes not mirrored (keys recorded if possible): {e}"
+            ),
+        }
+    }
+}
