@@ -8,11 +8,13 @@
 //! What an answer means:
 //! - success → delivered (deleted). So is `session_not_found` for `end_session`: the
 //!   session is gone either way.
-//! - an error that blames the request (`invalid_request`, `validation_error`,
-//!   `memory_not_found`, `session_not_found`, `search_error`) → dead-lettered at once with
-//!   the orchestrator's code and message: trying again would give the same answer.
-//! - any other error (`storage_error`, `rate_limit_exceeded`, `internal_error`,
-//!   `permission_denied`) → retried after a backoff; dead-lettered after `max_attempts`.
+//! - an error the orchestrator marks `retryable` (a database that is down or slow, load
+//!   shedding: `storage_error`, `rate_limit_exceeded`) → retried after a backoff, and
+//!   dead-lettered after `max_attempts`.
+//! - any other error (`validation_error`, a constraint the database enforces, a revoked
+//!   permission, …) → dead-lettered at once with the orchestrator's code and message:
+//!   trying again would give the same answer until someone fixes the cause, and then
+//!   `memshift outbox retry-dead` puts it back.
 //! - no answer within `timeout` → the orchestrator is taken to be down: the socket is
 //!   replaced (what it still queued is dropped, so a stale request can never arrive after a
 //!   newer one of its key), everything out is retried, and deliveries pause for a backoff
@@ -43,14 +45,8 @@ const TICK: Duration = Duration::from_secs(1);
 /// Repeated failures are logged at most this often (they are counted every time).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Error codes that blame the request: the same request would fail the same way again.
-const PERMANENT: [&str; 5] = [
-    "invalid_request",
-    "validation_error",
-    "memory_not_found",
-    "session_not_found",
-    "search_error",
-];
+/// Codes retried when a reply does not say whether it is retryable.
+const RETRYABLE: [&str; 2] = ["storage_error", "rate_limit_exceeded"];
 
 /// What one drain (`memshift outbox drain` delivering by itself) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -365,7 +361,11 @@ impl Deliverer {
             .unwrap_or("");
         let why = format!("{code}: {message}");
         let attempts = entry.attempts + 1;
-        if PERMANENT.contains(&code) {
+        let retryable = error
+            .and_then(|e| e.pointer("/details/retryable"))
+            .and_then(Value::as_bool)
+            .unwrap_or(RETRYABLE.contains(&code));
+        if !retryable {
             self.dead(entry, attempts, format!("rejected by the orchestrator: {why}"), rtt);
         } else if attempts >= self.settings.max_attempts {
             let reason = format!("gave up after {attempts} attempts, last: {why}");
