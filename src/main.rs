@@ -41,6 +41,47 @@ enum Command {
     Migrate,
     /// Validate the configuration and print what would run.
     CheckConfig,
+    /// Inspect and operate the outboxes of mirrored writes.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Pending operations, dead letters with their reasons, and dropped writes, per agent.
+    Status {
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Dead letters and dropped keys listed per agent at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Put dead letters back in the queue, in their original place (after fixing the cause).
+    RetryDead {
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only these entries (needs --agent); all dead letters otherwise.
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+    },
+    /// Wait until everything pending is delivered or dead-lettered: the gate before moving
+    /// reads over. Delivers by itself when no proxy is delivering. Exit 0: drained; 2:
+    /// drained but dead letters remain; 1: timed out or failed.
+    Drain {
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Give up after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,7 +112,56 @@ fn main() -> ExitCode {
             Box::pin(memshift::app::run_orchestrator(config, shutdown))
         }),
         Command::Migrate => run(config, |config, _| Box::pin(migrate(config))),
+        Command::Outbox { command } => {
+            memshift::telemetry::init(&config.log);
+            match outbox(&config, command) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("memshift: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+fn outbox(config: &Config, command: OutboxCommand) -> anyhow::Result<ExitCode> {
+    use memshift::app::outbox::{self, Drained};
+    match command {
+        OutboxCommand::Status { agent, json, limit } => {
+            let statuses = outbox::status(config, agent.as_deref(), limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                print!("{}", outbox::render_status(&statuses));
+            }
+        }
+        OutboxCommand::RetryDead { agent, ids } => {
+            for (agent, n) in outbox::retry_dead(config, agent.as_deref(), &ids)? {
+                println!("{agent}: {n} dead letter(s) re-queued");
+            }
+        }
+        OutboxCommand::Drain { agent, timeout } => {
+            let drained = outbox::drain(config, agent.as_deref(), timeout, |agent, pending| {
+                eprintln!("{agent}: {pending} pending");
+            })?;
+            return Ok(match drained {
+                Drained::Clean => {
+                    println!("drained: nothing pending, no dead letters");
+                    ExitCode::SUCCESS
+                }
+                Drained::WithDeadLetters(n) => {
+                    println!("drained, but {n} dead letter(s) wait: see memshift outbox status");
+                    ExitCode::from(2)
+                }
+                Drained::TimedOut => {
+                    println!("timed out with operations still pending");
+                    ExitCode::FAILURE
+                }
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 type Process = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
@@ -141,16 +231,34 @@ fn describe(path: &std::path::Path, config: &Config) -> String {
     for a in &config.agents {
         let _ = writeln!(
             out,
-            "agent {} ({}): {} -> {}, legacy_timeout {:?}, guard multipart={} non_json={}",
+            "agent {} ({}): {} -> {}, legacy_timeout {:?}, guard multipart={} non_json={}, stage {}, mirror_percent {}",
             a.name,
             a.profile.name(),
             a.listen,
             a.legacy,
             a.legacy_timeout,
             a.guard.multipart,
-            a.guard.non_json
+            a.guard.non_json,
+            a.flags.stage,
+            a.flags.mirror_percent
         );
     }
+    let m = &config.mirror;
+    let _ = writeln!(
+        out,
+        "mirror: to {}, outboxes in {}, timeout {:?}, max_in_flight {}, queue {}, max_pending {}, max_attempts {}, max_age {:?}, backoff {:?}..{:?}, durability {:?}",
+        m.orchestrator,
+        m.data_dir.display(),
+        m.timeout,
+        m.max_in_flight,
+        m.queue,
+        m.max_pending,
+        m.max_attempts,
+        m.max_age,
+        m.backoff_base,
+        m.backoff_max,
+        m.durability
+    );
     let (o, d, e) = (&config.orchestrator, &config.database, &config.embedding);
     let database = match d.resolve_url() {
         Ok(url) => url.to_string(),

@@ -3,6 +3,7 @@
 //! shutdown token and stops in order.
 
 mod orchestrator;
+pub mod outbox;
 mod proxy;
 
 pub use orchestrator::run_orchestrator;
