@@ -159,7 +159,10 @@ mod tests {
         let mut previous: Vec<&String> = Vec::new();
         for p in [0u16, 1, 50, 1_000, 5_000, 9_999, 10_000] {
             let now: Vec<&String> = keys.iter().filter(|k| Percent(p).includes(k)).collect();
-            assert!(previous.iter().all(|k| now.contains(k)), "{p} dropped a key");
+            assert!(
+                previous.iter().all(|k| now.contains(k)),
+                "{p} dropped a key"
+            );
             previous = now;
         }
         assert_eq!(previous.len(), keys.len());

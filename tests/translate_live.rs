@@ -28,7 +28,9 @@ fn drive(
         match translate(profile, body.as_bytes(), &reply) {
             Verdict::Mirror(m) => {
                 for (i, op) in m.ops.iter().enumerate() {
-                    calls.push(op.to_call(&format!("test-epoch/{}/{n}/{i}", m.key), chrono::Utc::now()));
+                    calls.push(
+                        op.to_call(&format!("test-epoch/{}/{n}/{i}", m.key), chrono::Utc::now()),
+                    );
                 }
             }
             Verdict::Failed(_) => failed += 1,

@@ -210,17 +210,30 @@ impl MirrorFamilies {
 
     /// `backend_latency` is the proxy's round-trip family: deliveries are its
     /// `backend="orchestrator"` series, next to the legacy agent's.
-    pub(super) fn agent(&self, agent: &AgentConfig, backend_latency: &HistogramVec) -> MirrorMetrics {
+    pub(super) fn agent(
+        &self,
+        agent: &AgentConfig,
+        backend_latency: &HistogramVec,
+    ) -> MirrorMetrics {
         let name = agent.name.as_str();
         let writes = action_labels(agent.profile)
             .filter(|(_, class)| *class == Class::Write)
             .map(|(action, _)| {
                 let outcomes = WriteOutcome::ALL
                     .map(|o| self.writes.with_label_values(&[name, action, o.as_label()]));
-                let deliveries = DeliveryOutcome::ALL
-                    .map(|o| self.deliveries.with_label_values(&[name, action, o.as_label()]));
+                let deliveries = DeliveryOutcome::ALL.map(|o| {
+                    self.deliveries
+                        .with_label_values(&[name, action, o.as_label()])
+                });
                 let latency = backend_latency.with_label_values(&[name, "orchestrator", action]);
-                (action, ActionCounters { outcomes, deliveries, latency })
+                (
+                    action,
+                    ActionCounters {
+                        outcomes,
+                        deliveries,
+                        latency,
+                    },
+                )
             })
             .collect();
         let failures = crate::api::ErrorCode::ALL

@@ -215,7 +215,10 @@ impl Deliverer {
                 return false;
             }
         }
-        let (replies, woken) = (items[0].is_readable(), items.get(1).is_some_and(|i| i.is_readable()));
+        let (replies, woken) = (
+            items[0].is_readable(),
+            items.get(1).is_some_and(|i| i.is_readable()),
+        );
         if replies {
             self.receive();
         }
@@ -348,7 +351,9 @@ impl Deliverer {
         if ok {
             self.metrics
                 .delivery(&entry.action, DeliveryOutcome::Delivered, rtt);
-            let lag = (Utc::now() - entry.accepted_at).to_std().unwrap_or_default();
+            let lag = (Utc::now() - entry.accepted_at)
+                .to_std()
+                .unwrap_or_default();
             self.metrics.lag.observe(lag.as_secs_f64());
             self.report.delivered += 1;
             self.settled.push(Settled::Delivered { id: entry.id });
@@ -366,7 +371,12 @@ impl Deliverer {
             .and_then(Value::as_bool)
             .unwrap_or(RETRYABLE.contains(&code));
         if !retryable {
-            self.dead(entry, attempts, format!("rejected by the orchestrator: {why}"), rtt);
+            self.dead(
+                entry,
+                attempts,
+                format!("rejected by the orchestrator: {why}"),
+                rtt,
+            );
         } else if attempts >= self.settings.max_attempts {
             let reason = format!("gave up after {attempts} attempts, last: {why}");
             self.dead(entry, attempts, reason, rtt);
@@ -400,7 +410,9 @@ impl Deliverer {
 
     /// Retries `entry` later, unless it is older than `max_age`.
     fn retry(&mut self, entry: Entry, attempts: u32, why: String, rtt: Option<f64>) {
-        let age = (Utc::now() - entry.accepted_at).to_std().unwrap_or_default();
+        let age = (Utc::now() - entry.accepted_at)
+            .to_std()
+            .unwrap_or_default();
         if age > self.settings.max_age {
             let reason = format!(
                 "undelivered after {}, last: {why}",
@@ -480,9 +492,9 @@ impl Deliverer {
                 self.metrics.pending.set(stats.pending as i64);
                 self.metrics.retrying.set(stats.retrying as i64);
                 self.metrics.dead.set(stats.dead as i64);
-                let age = stats
-                    .oldest_pending
-                    .map_or(0.0, |t| (now - t).to_std().unwrap_or_default().as_secs_f64());
+                let age = stats.oldest_pending.map_or(0.0, |t| {
+                    (now - t).to_std().unwrap_or_default().as_secs_f64()
+                });
                 self.metrics.oldest_age.set(age);
             }
             Err(e) => error!(agent = %self.agent, "reading the outbox's counts: {e}"),

@@ -27,8 +27,7 @@ impl DeliveryLock {
     pub fn acquire(outbox: &Path) -> Result<DeliveryLock, String> {
         let path = Self::lock_path(outbox);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
         let mut file = OpenOptions::new()
             .read(true)

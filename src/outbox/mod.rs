@@ -273,9 +273,7 @@ impl Outbox {
         {
             return Err(OutboxError::Invalid {
                 path: self.path.clone(),
-                message: format!(
-                    "outbox format {v}, this memshift reads format {SCHEMA_VERSION}"
-                ),
+                message: format!("outbox format {v}, this memshift reads format {SCHEMA_VERSION}"),
             });
         }
         meta("epoch").map_err(sqlite(&self.path))
@@ -305,7 +303,12 @@ impl Outbox {
             for e in entries {
                 let op = serde_json::to_string(&e.op).expect("a MirrorOp always serializes");
                 insert
-                    .execute(params![e.key, e.action, op, e.accepted_at.timestamp_micros()])
+                    .execute(params![
+                        e.key,
+                        e.action,
+                        op,
+                        e.accepted_at.timestamp_micros()
+                    ])
                     .map_err(sqlite(&self.path))?;
             }
         }

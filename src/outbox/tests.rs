@@ -60,7 +60,10 @@ fn a_retried_head_holds_back_its_key_until_its_time() {
     o.settle(&[retry], now).unwrap();
     // Entry 2 must not overtake entry 1.
     assert_eq!(ids(&o.heads(now, 10, |_| false).unwrap()), vec![3]);
-    assert_eq!(o.next_retry(now).unwrap(), Some(millis(later.timestamp_millis())));
+    assert_eq!(
+        o.next_retry(now).unwrap(),
+        Some(millis(later.timestamp_millis()))
+    );
     let heads = o.heads(later, 10, |_| false).unwrap();
     assert_eq!(ids(&heads), vec![1, 3]);
     assert_eq!(heads[0].attempts, 1);
@@ -101,7 +104,8 @@ fn entries_and_the_epoch_survive_reopening_and_ids_are_never_reused() {
     let (epoch, first) = {
         let mut o = open(&dir);
         o.append(&[entry("a", 1), entry("a", 2)]).unwrap();
-        o.settle(&[Settled::Delivered { id: 2 }], Utc::now()).unwrap();
+        o.settle(&[Settled::Delivered { id: 2 }], Utc::now())
+            .unwrap();
         (o.op_id(0), o.op_id(1))
     };
     let mut o = Outbox::open(&path, Durability::Normal).unwrap();
@@ -110,7 +114,8 @@ fn entries_and_the_epoch_survive_reopening_and_ids_are_never_reused() {
     o.append(&[entry("a", 3)]).unwrap();
     // Id 2 was delivered and deleted; it is not handed out again.
     assert_eq!(ids(&o.heads(Utc::now(), 10, |_| false).unwrap()), vec![1]);
-    o.settle(&[Settled::Delivered { id: 1 }], Utc::now()).unwrap();
+    o.settle(&[Settled::Delivered { id: 1 }], Utc::now())
+        .unwrap();
     assert_eq!(ids(&o.heads(Utc::now(), 10, |_| false).unwrap()), vec![3]);
     // A different file is a different epoch.
     let other = Outbox::open(&Outbox::path(dir.path(), "b"), Durability::Full).unwrap();
@@ -124,9 +129,13 @@ fn dropped_writes_are_counted_per_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = open(&dir);
     let at = Utc::now();
-    o.record_dropped(&[("s1".into(), "outbox_full"), ("s1".into(), "outbox_full")], at)
+    o.record_dropped(
+        &[("s1".into(), "outbox_full"), ("s1".into(), "outbox_full")],
+        at,
+    )
+    .unwrap();
+    o.record_dropped(&[("s2".into(), "outbox_error")], at)
         .unwrap();
-    o.record_dropped(&[("s2".into(), "outbox_error")], at).unwrap();
     let mut d = o.dropped(10).unwrap();
     d.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(

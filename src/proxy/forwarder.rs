@@ -16,10 +16,10 @@ use super::watch::{self, MonitorEndpoints};
 use crate::classify::{self, Classified};
 use crate::config::{AgentConfig, ProxySettings};
 use crate::flags::SharedFlags;
-use crate::mirror::{MirrorSender, Written};
-use crate::profile::Class;
 use crate::guard;
 use crate::metrics::{AgentMetrics, Outcome};
+use crate::mirror::{MirrorSender, Written};
+use crate::profile::Class;
 use crate::profile::Profile;
 use crate::wakeup::WakeReceiver;
 use std::sync::Arc;
@@ -62,6 +62,14 @@ pub struct Forwarder {
     mirror: Option<MirrorSender>,
 }
 
+/// What a forwarder shares with the rest of the process.
+pub struct Links {
+    pub control: WakeReceiver<Command>,
+    pub metrics: Arc<AgentMetrics>,
+    pub flags: SharedFlags,
+    pub mirror: Option<MirrorSender>,
+}
+
 /// What [`Forwarder::open`] reports once bound.
 pub struct Bound {
     /// The listen endpoint as bound (a `*` port resolved to the real one).
@@ -77,12 +85,15 @@ impl Forwarder {
         ctx: &zmq::Context,
         agent: &AgentConfig,
         settings: &ProxySettings,
-        control: WakeReceiver<Command>,
         monitors: &MonitorEndpoints,
-        metrics: Arc<AgentMetrics>,
-        flags: SharedFlags,
-        mirror: Option<MirrorSender>,
+        links: Links,
     ) -> zmq::Result<(Forwarder, Bound)> {
+        let Links {
+            control,
+            metrics,
+            flags,
+            mirror,
+        } = links;
         let linger = millis(settings.linger);
         let frontend = ctx.socket(zmq::ROUTER)?;
         frontend.set_linger(linger)?;

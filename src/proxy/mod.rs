@@ -11,12 +11,12 @@ mod watch;
 
 use crate::config::{AgentConfig, Config};
 use crate::flags;
-use crate::mirror::{self, RunningMirror};
 use crate::metrics::Metrics;
+use crate::mirror::{self, RunningMirror};
 use crate::wakeup::{self, WakeSender};
 use anyhow::{Context as _, anyhow};
 use forwarder::Command;
-use forwarder::Forwarder;
+use forwarder::{Forwarder, Links};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -92,16 +92,13 @@ fn start_agent(
     let thread = std::thread::Builder::new()
         .name(format!("zmq-{}", agent.name))
         .spawn(move || {
-            let opened = Forwarder::open(
-                &ctx,
-                &spec,
-                &settings,
-                control_rx,
-                &monitors,
-                agent_metrics,
+            let links = Links {
+                control: control_rx,
+                metrics: agent_metrics,
                 flags,
-                mirror_tx,
-            );
+                mirror: mirror_tx,
+            };
+            let opened = Forwarder::open(&ctx, &spec, &settings, &monitors, links);
             match opened {
                 Ok((forwarder, bound)) => {
                     let _ = bound_tx.send(Ok(bound.endpoint));

@@ -291,8 +291,12 @@ impl Proxy {
     /// Starts the proxy with `[metrics] listen` on a free port, the given `[proxy]` keys
     /// and agent tables, and waits for its ready line.
     pub fn start(proxy_keys: &str, agents: &str) -> Proxy {
-        let toml = format!("[metrics]\nlisten = \"127.0.0.1:0\"\n[proxy]\n{proxy_keys}\n{agents}");
-        let process = Process::start("proxy", &toml);
+        Proxy::start_toml(&proxy_toml(proxy_keys, agents))
+    }
+
+    /// Starts the proxy on a whole configuration (see [`proxy_toml`]).
+    pub fn start_toml(toml: &str) -> Proxy {
+        let process = Process::start("proxy", toml);
         let endpoints = process.ready["agents"]
             .as_array()
             .expect("agents")
@@ -310,6 +314,25 @@ impl Proxy {
     pub fn endpoint(&self, agent: &str) -> &str {
         &self.endpoints[agent]
     }
+}
+
+/// A proxy configuration: `[metrics] listen` on a free port, the given `[proxy]` keys, then
+/// `rest` (agent tables, other sections).
+pub fn proxy_toml(proxy_keys: &str, rest: &str) -> String {
+    format!("[metrics]\nlisten = \"127.0.0.1:0\"\n[proxy]\n{proxy_keys}\n{rest}")
+}
+
+/// Runs `memshift ARGS… --config FILE` with `toml` in FILE and returns its output.
+pub fn memshift_cli(args: &[&str], toml: &str) -> std::process::Output {
+    let dir = TempDir::new().expect("tempdir");
+    let config = dir.path().join("memshift.toml");
+    std::fs::write(&config, toml).expect("write config");
+    Command::new(env!("CARGO_BIN_EXE_memshift"))
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run memshift")
 }
 
 /// Runs a one-shot `memshift <subcommand>` on a config file holding `toml`, with
@@ -366,6 +389,21 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
                 .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
             all.then(|| value.parse().expect("numeric metric value"))
         })
+}
+
+/// The sum of every series of `name` that has all of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            (metric_name == name && all).then(|| value.parse::<f64>().expect("numeric"))
+        })
+        .sum()
 }
 
 /// A REQ client with a receive timeout.

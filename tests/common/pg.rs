@@ -216,12 +216,25 @@ impl std::ops::DerefMut for Orchestrator {
 
 /// The configuration of a test orchestrator on `database_url`, plus `extra` TOML (whole
 /// sections, e.g. `[embedding]\nprovider = …`; `[orchestrator]` keys go in `orchestrator`).
+/// `orchestrator` may set its own `listen` (a fixed port, to restart on the same endpoint).
 pub fn orchestrator_toml(database_url: &str, orchestrator: &str, extra: &str) -> String {
+    let listen = if orchestrator.contains("listen =") {
+        ""
+    } else {
+        "listen = \"tcp://127.0.0.1:*\"\n"
+    };
     format!(
         "[database]\nurl = \"{database_url}\"\n\
-         [orchestrator]\nlisten = \"tcp://127.0.0.1:*\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+         [orchestrator]\n{listen}metrics_listen = \"127.0.0.1:0\"\n\
          expiry_sweep_interval = \"200ms\"\n{orchestrator}\n{extra}\n"
     )
+}
+
+/// A `tcp://127.0.0.1:PORT` endpoint on a port that was free a moment ago, for a process
+/// that must come back on the same endpoint after a restart.
+pub fn free_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("tcp://{}", listener.local_addr().expect("addr"))
 }
 
 impl Orchestrator {
