@@ -17,9 +17,11 @@ demo: bootstrap
 test: bootstrap
 	@scripts/test.sh
 
-# Primary-path throughput and latency: direct vs libzmq's zmq_proxy vs memshift.
+# Primary-path throughput and latency: direct vs libzmq's zmq_proxy vs memshift in stage
+# off, dualwrite (to a real orchestrator on a throwaway PostgreSQL, or DATABASE_URL) and
+# dualwrite with the orchestrator down.
 bench: bootstrap
-	cargo bench --bench proxy
+	scripts/pg.sh run cargo bench --bench proxy
 
 # The orchestrator: create throughput, embedding drain rate, read/search latency at 100k
 # entries, each next to a yardstick, on a throwaway PostgreSQL (or DATABASE_URL).

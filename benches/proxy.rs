@@ -1,12 +1,18 @@
 //! `make bench`: the primary path's throughput and latency, next to its yardstick.
 //!
-//! In one run on one machine, closed-loop REQ clients send 1 KiB JSON requests to a fast
-//! echo REP (Rust, zero-copy, so the proxies rather than a Python agent are what is
-//! measured) by three routes:
-//! - `direct`: clients → echo;
-//! - `zmq_proxy`: clients → libzmq's own `zmq_proxy` (ROUTER/DEALER) → echo, the
+//! In one run on one machine, closed-loop REQ clients (each its own user) send 1 KiB
+//! jarvis `add_memory` writes to a fast legacy REP that accepts every one with
+//! `{"status": "ok"}` (Rust, so the proxies rather than a Python agent are what is
+//! measured), by these routes:
+//! - `direct`: clients → legacy;
+//! - `zmq_proxy`: clients → libzmq's own `zmq_proxy` (ROUTER/DEALER) → legacy, the
 //!   yardstick; in a process of its own, as memshift is, so both pay the same hops;
-//! - `memshift`: clients → the real `memshift proxy` binary → echo.
+//! - `off`: clients → the real `memshift proxy` binary, stage `off` → legacy;
+//! - `dualwrite`: the same in stage `dualwrite`, every write mirrored through the outbox
+//!   (fsynced) to a real `memshift orchestrator` on PostgreSQL (`DATABASE_URL`; `make
+//!   bench` provides one; without it this route is skipped). All on the same two cores;
+//! - `orch_down`: `dualwrite` with nothing listening where the orchestrator should be, so
+//!   the outbox only grows.
 //!
 //! Each (route, client count) is run several rounds, interleaved and in rotating order, so
 //! machine noise falls on all routes alike; the figures are medians over rounds. Prints a
@@ -28,18 +34,35 @@ const WARMUP: Duration = Duration::from_millis(300);
 enum Route {
     Direct,
     ZmqProxy,
-    Memshift,
+    Off,
+    DualWrite,
+    OrchestratorDown,
 }
 
 impl Route {
-    const ALL: [Route; 3] = [Route::Direct, Route::ZmqProxy, Route::Memshift];
+    const ALL: [Route; 5] = [
+        Route::Direct,
+        Route::ZmqProxy,
+        Route::Off,
+        Route::DualWrite,
+        Route::OrchestratorDown,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Route::Direct => "direct",
             Route::ZmqProxy => "zmq_proxy",
-            Route::Memshift => "memshift",
+            Route::Off => "off",
+            Route::DualWrite => "dualwrite",
+            Route::OrchestratorDown => "orch_down",
         }
+    }
+
+    fn is_memshift(self) -> bool {
+        matches!(
+            self,
+            Route::Off | Route::DualWrite | Route::OrchestratorDown
+        )
     }
 }
 
@@ -66,15 +89,32 @@ fn main() {
     let duration = Duration::from_secs_f64(seconds);
 
     let ctx = zmq::Context::new();
-    let echo = start_echo(&ctx);
+    let echo = start_legacy(&ctx);
     let yardstick = Sidecar::yardstick(&echo);
-    let memshift = Sidecar::memshift(&echo);
-    let endpoint = |route: Route| match route {
-        Route::Direct => echo.clone(),
-        Route::ZmqProxy => yardstick.endpoint.clone(),
-        Route::Memshift => memshift.endpoint.clone(),
+    let off = Sidecar::memshift(&echo, None);
+    let orchestrator = match std::env::var("DATABASE_URL") {
+        Ok(url) => Some(Sidecar::orchestrator(&url)),
+        Err(_) => {
+            eprintln!(
+                "bench: DATABASE_URL is not set: the dualwrite route is skipped (make bench sets it)"
+            );
+            None
+        }
     };
-    let payload = request_payload();
+    let dualwrite = orchestrator
+        .as_ref()
+        .map(|o| Sidecar::memshift(&echo, Some(&o.endpoint)));
+    let nowhere = free_endpoint();
+    let orch_down = Sidecar::memshift(&echo, Some(&nowhere));
+    let endpoint = |route: Route| -> Option<String> {
+        match route {
+            Route::Direct => Some(echo.clone()),
+            Route::ZmqProxy => Some(yardstick.endpoint.clone()),
+            Route::Off => Some(off.endpoint.clone()),
+            Route::DualWrite => dualwrite.as_ref().map(|d| d.endpoint.clone()),
+            Route::OrchestratorDown => Some(orch_down.endpoint.clone()),
+        }
+    };
 
     eprintln!(
         "bench: {} s per run, {rounds} rounds, clients {clients:?}, {} cores",
@@ -87,7 +127,10 @@ fn main() {
         for round in 0..rounds {
             for k in 0..Route::ALL.len() {
                 let i = (k + round) % Route::ALL.len();
-                let run = load(&ctx, &endpoint(Route::ALL[i]), n, duration, &payload);
+                let Some(endpoint) = endpoint(Route::ALL[i]) else {
+                    continue;
+                };
+                let run = load(&ctx, &endpoint, n, duration);
                 eprintln!(
                     "  {:>2} clients  round {round}  {:<10} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs",
                     n,
@@ -100,12 +143,22 @@ fn main() {
             }
         }
         for (i, route) in Route::ALL.iter().enumerate() {
-            results.push(summarise(*route, n, &runs[i]));
+            if !runs[i].is_empty() {
+                results.push(summarise(*route, n, &runs[i]));
+            }
         }
     }
-    drop(memshift);
-    drop(yardstick);
     report(&results, seconds, rounds);
+    // What the mirror did meanwhile: proof that the dualwrite routes mirrored for real.
+    for (name, sidecar) in [
+        ("dualwrite", dualwrite.as_ref()),
+        ("orch_down", Some(&orch_down)),
+    ] {
+        if let Some(sidecar) = sidecar {
+            println!("{name}: {}", sidecar.mirror_summary());
+        }
+    }
+    drop((off, dualwrite, orch_down, orchestrator, yardstick));
 }
 
 struct Summary {
@@ -132,8 +185,16 @@ fn report(results: &[Summary], seconds: f64, rounds: usize) {
         "Primary path, 1 KiB JSON requests, echo REP legacy; medians of {rounds} runs of {seconds} s"
     );
     println!(
-        "{:>7}  {:<10} {:>11} {:>9} {:>9}   {:>16} {:>12}",
-        "clients", "route", "req/s", "p50 µs", "p99 µs", "tput vs zmq_proxy", "p99 vs zmq_proxy"
+        "{:>7}  {:<10} {:>11} {:>9} {:>9}   {:>16} {:>12}   {:>12} {:>11}",
+        "clients",
+        "route",
+        "req/s",
+        "p50 µs",
+        "p99 µs",
+        "tput vs zmq_proxy",
+        "p99 vs zmq_proxy",
+        "tput vs off",
+        "p99 vs off"
     );
     let mut json = Vec::new();
     for s in results {
@@ -143,8 +204,14 @@ fn report(results: &[Summary], seconds: f64, rounds: usize) {
             .expect("yardstick measured");
         let tput_ratio = s.throughput / base.throughput;
         let p99_ratio = s.p99_us / base.p99_us;
+        let off = results
+            .iter()
+            .find(|b| b.clients == s.clients && b.route == Route::Off)
+            .filter(|_| s.route.is_memshift())
+            .map(|off| (s.throughput / off.throughput, s.p99_us / off.p99_us));
+        let vs_off = off.map_or(String::new(), |(t, p)| format!("{t:>11.2}x {p:>10.2}x"));
         println!(
-            "{:>7}  {:<10} {:>11.0} {:>9.1} {:>9.1}   {:>16.2}x {:>11.2}x",
+            "{:>7}  {:<10} {:>11.0} {:>9.1} {:>9.1}   {:>16.2}x {:>11.2}x   {vs_off}",
             s.clients,
             s.route.name(),
             s.throughput,
@@ -161,9 +228,13 @@ fn report(results: &[Summary], seconds: f64, rounds: usize) {
             "p99_us": s.p99_us,
             "throughput_vs_zmq_proxy": tput_ratio,
             "p99_vs_zmq_proxy": p99_ratio,
+            "throughput_vs_off": off.map(|o| o.0),
+            "p99_vs_off": off.map(|o| o.1),
         }));
     }
-    println!("targets: memshift throughput >= 0.90x and p99 <= 1.20x zmq_proxy");
+    println!(
+        "targets: off >= 0.90x throughput and <= 1.20x p99 of zmq_proxy; dualwrite and orch_down within 5 % of off"
+    );
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).expect("create target/bench");
     let doc = serde_json::json!({
@@ -178,23 +249,30 @@ fn report(results: &[Summary], seconds: f64, rounds: usize) {
     println!("written to {}", path.display());
 }
 
-/// A 1 KiB request shaped like a jarvis `get_memories` call.
-fn request_payload() -> Vec<u8> {
-    let head = r#"{"action": "get_memories", "user_id": "bench-user", "pad": ""#;
-    let tail = r#""}"#;
+/// A 1 KiB jarvis `add_memory` of client `client` (each client is its own user, so the
+/// mirror has as many keys as there are clients).
+fn request_payload(client: usize) -> Vec<u8> {
+    let head = format!(
+        r#"{{"action": "add_memory", "user_id": "bench-user-{client:02}", "memory": {{"text": ""#
+    );
+    let tail = r#""}}"#;
     let pad = "p".repeat(PAYLOAD_BYTES - head.len() - tail.len());
     let body = format!("{head}{pad}{tail}");
     assert_eq!(body.len(), PAYLOAD_BYTES);
     body.into_bytes()
 }
 
+/// What the legacy agent answers to every write: jarvis's success.
+const ACCEPTED: &[u8] = br#"{"status": "ok"}"#;
+
 /// `n` closed-loop REQ clients for `duration` after a warm-up; latencies of every request.
-fn load(ctx: &zmq::Context, endpoint: &str, n: usize, duration: Duration, payload: &[u8]) -> Run {
+fn load(ctx: &zmq::Context, endpoint: &str, n: usize, duration: Duration) -> Run {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..n)
-        .map(|_| {
-            let (ctx, endpoint, payload) = (ctx.clone(), endpoint.to_owned(), payload.to_vec());
+        .map(|client| {
+            let (ctx, endpoint) = (ctx.clone(), endpoint.to_owned());
+            let payload = request_payload(client);
             let (measuring, stop) = (measuring.clone(), stop.clone());
             std::thread::spawn(move || {
                 let s = ctx.socket(zmq::REQ).unwrap();
@@ -207,7 +285,7 @@ fn load(ctx: &zmq::Context, endpoint: &str, n: usize, duration: Duration, payloa
                     let t = Instant::now();
                     s.send(&payload[..], 0).unwrap();
                     s.recv(&mut reply, 0).expect("reply within 10 s");
-                    assert_eq!(reply.len(), payload.len());
+                    assert_eq!(&reply[..], ACCEPTED);
                     if measuring.load(Ordering::Relaxed) {
                         latencies.push(t.elapsed().as_nanos() as u32);
                     }
@@ -236,8 +314,8 @@ fn load(ctx: &zmq::Context, endpoint: &str, n: usize, duration: Duration, payloa
     }
 }
 
-/// The stand-in legacy agent: an echo REP on its own thread, zero-copy.
-fn start_echo(ctx: &zmq::Context) -> String {
+/// The stand-in legacy agent: a REP on its own thread that accepts every write.
+fn start_legacy(ctx: &zmq::Context) -> String {
     let s = ctx.socket(zmq::REP).unwrap();
     s.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = s.get_last_endpoint().unwrap().unwrap();
@@ -247,8 +325,7 @@ fn start_echo(ctx: &zmq::Context) -> String {
             let mut msg = zmq::Message::new();
             loop {
                 s.recv(&mut msg, 0).unwrap();
-                let reply = std::mem::replace(&mut msg, zmq::Message::new());
-                s.send(reply, 0).unwrap();
+                s.send(ACCEPTED, 0).unwrap();
             }
         })
         .unwrap();
@@ -271,22 +348,39 @@ fn run_yardstick(echo: &str) {
     let _ = zmq::proxy(&frontend, &backend);
 }
 
-/// A proxy in a child process, in front of the echo; killed on drop.
+/// A port nobody listens on.
+fn free_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("tcp://{}", listener.local_addr().unwrap())
+}
+
+/// A proxy (or the orchestrator) in a child process; killed on drop.
 struct Sidecar {
     child: Child,
     endpoint: String,
+    metrics: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Sidecar {
-    /// The real memshift binary, as deployed.
-    fn memshift(echo: &str) -> Sidecar {
-        let dir = tempfile::TempDir::new().unwrap();
+    /// The real memshift binary, as deployed: stage `off`, or `dualwrite` to `mirror_to`
+    /// with its outbox on the same disk as `target/` (not a tmpfs), fsynced.
+    fn memshift(legacy: &str, mirror_to: Option<&str>) -> Sidecar {
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+        std::fs::create_dir_all(&target).unwrap();
+        let dir = tempfile::TempDir::new_in(&target).unwrap();
+        let mirror = match mirror_to {
+            None => String::new(),
+            Some(orchestrator) => format!(
+                "stage = \"dualwrite\"\n[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{}\"\nmax_pending = 100000000\n",
+                dir.path().display()
+            ),
+        };
         let config = dir.path().join("bench.toml");
         std::fs::write(
             &config,
             format!(
-                "[metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n[[agents]]\nname = \"bench\"\nprofile = \"jarvis_memory\"\nlisten = \"tcp://127.0.0.1:*\"\nlegacy = \"{echo}\"\n"
+                "[metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n[[agents]]\nname = \"bench\"\nprofile = \"jarvis_memory\"\nlisten = \"tcp://127.0.0.1:*\"\nlegacy = \"{legacy}\"\n{mirror}"
             ),
         )
         .unwrap();
@@ -296,6 +390,48 @@ impl Sidecar {
             .arg(&config)
             .env_remove("RUST_LOG");
         Sidecar::spawn(command, dir)
+    }
+
+    /// A real orchestrator on `database_url`. Its embedding worker is off: embedding is the
+    /// orchestrator's own cost (`make bench-orchestrator`), and on a two-core machine it
+    /// would compete with the path being measured.
+    fn orchestrator(database_url: &str) -> Sidecar {
+        let dir = tempfile::TempDir::new().unwrap();
+        let config = dir.path().join("orchestrator.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[log]\nlevel = \"warn\"\n[database]\nurl = \"{database_url}\"\n[orchestrator]\nlisten = \"tcp://127.0.0.1:*\"\nmetrics_listen = \"127.0.0.1:0\"\naccess_log = false\n[embedding]\nworker = false\n"
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_memshift"));
+        command
+            .args(["orchestrator", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG");
+        Sidecar::spawn(command, dir)
+    }
+
+    /// The mirror's counters from the proxy's `/metrics`.
+    fn mirror_summary(&self) -> String {
+        let Some(addr) = &self.metrics else {
+            return "no metrics".to_owned();
+        };
+        let text = http_get(addr, "/metrics");
+        let sum = |name: &str, filter: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(name) && l.contains(filter))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        };
+        format!(
+            "writes queued {:.0}, dropped {:.0}; deliveries {:.0}; outbox pending {:.0}",
+            sum("memshift_mirror_writes_total", "outcome=\"queued\""),
+            sum("memshift_mirror_writes_total", "outcome=\"dropped\""),
+            sum("memshift_mirror_deliveries_total", "outcome=\"delivered\""),
+            sum("memshift_outbox_pending", ""),
+        )
     }
 
     /// This benchmark binary again, in yardstick mode.
@@ -316,10 +452,15 @@ impl Sidecar {
             .read_line(&mut line)
             .unwrap();
         let ready: serde_json::Value = serde_json::from_str(&line).expect("ready line");
-        let endpoint = ready["agents"][0]["endpoint"].as_str().unwrap().to_owned();
+        let endpoint = ready["agents"][0]["endpoint"]
+            .as_str()
+            .or(ready["endpoint"].as_str())
+            .unwrap()
+            .to_owned();
         Sidecar {
             child,
             endpoint,
+            metrics: ready["metrics"].as_str().map(str::to_owned),
             _dir: dir,
         }
     }
@@ -330,6 +471,16 @@ impl Drop for Sidecar {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A bare HTTP/1.0 GET, for one scrape.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

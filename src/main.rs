@@ -246,7 +246,7 @@ fn describe(path: &std::path::Path, config: &Config) -> String {
     let m = &config.mirror;
     let _ = writeln!(
         out,
-        "mirror: to {}, outboxes in {}, timeout {:?}, max_in_flight {}, queue {}, max_pending {}, max_attempts {}, max_age {:?}, backoff {:?}..{:?}, durability {:?}",
+        "mirror: to {}, outboxes in {}, timeout {:?}, max_in_flight {}, queue {}, max_pending {}, max_attempts {}, max_age {:?}, backoff {:?}..{:?}, durability {:?}, nice {}",
         m.orchestrator,
         m.data_dir.display(),
         m.timeout,
@@ -257,7 +257,8 @@ fn describe(path: &std::path::Path, config: &Config) -> String {
         m.max_age,
         m.backoff_base,
         m.backoff_max,
-        m.durability
+        m.durability,
+        m.nice
     );
     let (o, d, e) = (&config.orchestrator, &config.database, &config.embedding);
     let database = match d.resolve_url() {

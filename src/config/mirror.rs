@@ -46,6 +46,9 @@ pub struct MirrorSettings {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub durability: Durability,
+    /// The nice value of the mirror's threads (0–19): they are background work, and when
+    /// the CPU is short the forwarders (at the process's own priority) go first.
+    pub nice: i32,
 }
 
 impl Default for MirrorSettings {
@@ -62,6 +65,7 @@ impl Default for MirrorSettings {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             durability: Durability::Full,
+            nice: 10,
         }
     }
 }
@@ -101,6 +105,9 @@ pub(super) fn read_mirror(value: Option<&Value>, errors: &mut Errors) -> MirrorS
             "full" => Ok(Durability::Full),
             "normal" => Ok(Durability::Normal),
             _ => Err(format!("unknown durability {s:?} (full, normal)")),
+        }),
+        nice: t.parse("nice", d.nice, errors, |s| {
+            parse_count(s, 0, 19).map(|n| n as i32)
         }),
     };
     if settings.timeout.is_zero() || settings.backoff_base.is_zero() {

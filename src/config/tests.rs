@@ -221,3 +221,68 @@ fn endpoints_are_checked_for_their_role() {
     }
     assert!(Endpoint::parse_connect("tcp://127.0.0.1:*").is_err());
 }
+
+#[test]
+fn stages_and_the_mirror_are_read_and_checked() {
+    let config = parse(MINIMAL).expect("valid");
+    assert_eq!(config.agents[0].flags, AgentFlags::default());
+    assert_eq!(config.agents[0].flags.stage, Stage::Off);
+    assert_eq!(config.mirror, MirrorSettings::default());
+
+    let config = parse(&format!(
+        "{MINIMAL}stage = \"dualwrite\"\nmirror_percent = 12.5\n\
+         [mirror]\ndata_dir = \"/tmp/x\"\norchestrator = \"tcp://orch:5570\"\ntimeout = \"2s\"\n\
+         max_in_flight = 8\nqueue = 100\nmax_pending = 5000\nmax_attempts = 3\nmax_age = \"1h\"\n\
+         backoff_base = \"10ms\"\nbackoff_max = \"1s\"\ndurability = \"normal\"\n"
+    ))
+    .expect("valid");
+    let flags = config.agents[0].flags;
+    assert_eq!(flags.stage, Stage::DualWrite);
+    assert_eq!(flags.mirror_percent, Percent::parse("12.5").unwrap());
+    let m = &config.mirror;
+    assert_eq!(m.data_dir, std::path::PathBuf::from("/tmp/x"));
+    assert_eq!(m.orchestrator.as_str(), "tcp://orch:5570");
+    assert_eq!(
+        (
+            m.timeout,
+            m.max_in_flight,
+            m.queue,
+            m.max_pending,
+            m.max_attempts
+        ),
+        (Duration::from_secs(2), 8, 100, 5000, 3)
+    );
+    assert_eq!(m.max_age, Duration::from_secs(3600));
+    assert_eq!(m.durability, Durability::Normal);
+
+    let errors = parse(&format!(
+        "{MINIMAL}stage = \"live\"\nmirror_percent = 101\n\
+         [mirror]\norchestrator = \"tcp://orch:*\"\nbackoff_base = \"2s\"\nbackoff_max = \"1s\"\ndurability = \"maybe\"\nqueue = 0\n"
+    ))
+    .unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    for expected in [
+        "agents[0].stage",
+        "agents[0].mirror_percent",
+        "mirror.orchestrator",
+        "mirror.backoff_max",
+        "mirror.durability",
+        "mirror.queue",
+    ] {
+        assert!(paths.contains(&expected), "{expected} not in {errors}");
+    }
+}
+
+#[test]
+fn the_shipped_reference_file_holds_the_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/memshift.toml");
+    let figment = Figment::new().merge(Toml::file_exact(&path));
+    let config = from_figment(&figment, path.display().to_string()).expect("valid");
+    assert_eq!(config.proxy, ProxySettings::default());
+    assert_eq!(config.mirror, MirrorSettings::default());
+    assert_eq!(config.orchestrator, OrchestratorSettings::default());
+    assert_eq!(config.embedding, EmbeddingSettings::default());
+    for agent in &config.agents {
+        assert_eq!(agent.flags, AgentFlags::default(), "{}", agent.name);
+    }
+}

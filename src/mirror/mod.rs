@@ -120,10 +120,12 @@ pub fn start(
         pending.clone(),
         metrics.clone(),
     )?;
+    let nice = settings.nice;
     let deliverer = std::thread::Builder::new()
         .name(format!("mirror-{}", agent.name))
         .spawn(move || {
             let _lock = lock;
+            lower_priority(nice);
             deliverer.run(signal_rx);
         })
         .context("spawning the mirror's deliverer")?;
@@ -138,7 +140,10 @@ pub fn start(
     };
     let writer = std::thread::Builder::new()
         .name(format!("outbox-{}", agent.name))
-        .spawn(move || writer.run(rx))
+        .spawn(move || {
+            lower_priority(nice);
+            writer.run(rx);
+        })
         .context("spawning the outbox writer")?;
     tracing::info!(agent = %agent.name, outbox = %path.display(), pending = stats.pending,
         dead = stats.dead, orchestrator = %settings.orchestrator, "mirroring writes");
@@ -151,6 +156,23 @@ pub fn start(
             signal,
         },
     ))
+}
+
+/// Gives the calling thread (only it: on Linux a thread has its own nice value) the nice
+/// value `nice`. A failure is logged, not fatal: the mirror works at any priority.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: setpriority only reads its integer arguments; gettid cannot fail.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if rc != 0 {
+        tracing::warn!(
+            nice,
+            "could not lower the mirror thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 impl RunningMirror {

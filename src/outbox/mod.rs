@@ -57,6 +57,28 @@ CREATE TABLE IF NOT EXISTS entries (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS entries_pending ON entries (key, id) WHERE dead_at IS NULL;
 CREATE INDEX IF NOT EXISTS entries_dead ON entries (id) WHERE dead_at IS NOT NULL;
+-- Each key's head: its oldest pending entry, the only one of the key that may be sent.
+-- Kept by triggers in the same transactions as the entries, so that finding the next
+-- deliveries costs O(keys in the answer), not a scan of a backlog of millions.
+CREATE TABLE IF NOT EXISTS heads (
+    key TEXT PRIMARY KEY,
+    id  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS heads_id ON heads (id);
+CREATE TRIGGER IF NOT EXISTS entries_head_on_insert AFTER INSERT ON entries
+WHEN NEW.dead_at IS NULL BEGIN
+    INSERT INTO heads (key, id) VALUES (NEW.key, NEW.id) ON CONFLICT (key) DO NOTHING;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_head_on_delete AFTER DELETE ON entries BEGIN
+    DELETE FROM heads WHERE key = OLD.key;
+    INSERT INTO heads (key, id)
+        SELECT key, min(id) FROM entries WHERE key = OLD.key AND dead_at IS NULL GROUP BY key;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_head_on_dead AFTER UPDATE OF dead_at ON entries BEGIN
+    DELETE FROM heads WHERE key = NEW.key;
+    INSERT INTO heads (key, id)
+        SELECT key, min(id) FROM entries WHERE key = NEW.key AND dead_at IS NULL GROUP BY key;
+END;
 -- Writes that were accepted by the legacy agent but could not be put in the outbox (it
 -- was full or failing), per key: what `memshift reconcile` must repair.
 CREATE TABLE IF NOT EXISTS dropped (
@@ -353,11 +375,9 @@ impl Outbox {
             .conn
             .prepare_cached(
                 "SELECT e.id, e.key, e.action, e.op, e.accepted_at, e.attempts
-                 FROM entries e
-                 JOIN (SELECT min(id) AS id FROM entries WHERE dead_at IS NULL GROUP BY key) h
-                   ON h.id = e.id
+                 FROM heads h JOIN entries e ON e.id = h.id
                  WHERE e.next_attempt_at <= ?1
-                 ORDER BY e.id",
+                 ORDER BY h.id",
             )
             .map_err(sqlite(&self.path))?;
         let mut rows = stmt
@@ -397,8 +417,8 @@ impl Outbox {
     pub fn next_retry(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
         self.conn
             .query_row(
-                "SELECT min(next_attempt_at) FROM entries
-                 WHERE dead_at IS NULL AND next_attempt_at > ?1",
+                "SELECT min(e.next_attempt_at) FROM heads h JOIN entries e ON e.id = h.id
+                 WHERE e.next_attempt_at > ?1",
                 [now.timestamp_millis()],
                 |r| r.get::<_, Option<i64>>(0),
             )
@@ -456,10 +476,13 @@ impl Outbox {
     pub fn stats(&self, now: DateTime<Utc>) -> Result<Stats> {
         self.conn
             .query_row(
+                // Only heads are ever tried, so only heads can be waiting out a backoff; and
+                // ids grow with time, so the oldest pending entry is the smallest head.
                 "SELECT
                    (SELECT count(*) FROM entries WHERE dead_at IS NULL),
-                   (SELECT min(accepted_at) FROM entries WHERE dead_at IS NULL),
-                   (SELECT count(*) FROM entries WHERE dead_at IS NULL AND next_attempt_at > ?1),
+                   (SELECT accepted_at FROM entries WHERE id = (SELECT min(id) FROM heads)),
+                   (SELECT count(*) FROM heads h JOIN entries e ON e.id = h.id
+                     WHERE e.next_attempt_at > ?1),
                    (SELECT count(*) FROM entries WHERE dead_at IS NOT NULL),
                    (SELECT coalesce(sum(count), 0) FROM dropped)",
                 [now.timestamp_millis()],
