@@ -20,6 +20,9 @@ COPY --from=build /src/target/release/memshift /usr/local/bin/memshift
 COPY config/memshift.toml /etc/memshift/memshift.toml
 USER memshift
 WORKDIR /var/lib/memshift
+# The outboxes of mirrored writes ([mirror] data_dir): mount a persistent volume here, or a
+# restarted container loses what it had not delivered yet.
+VOLUME /var/lib/memshift
 ENV MEMSHIFT_CONFIG=/etc/memshift/memshift.toml \
     MEMSHIFT_METRICS__LISTEN=0.0.0.0:9464 \
     MEMSHIFT_ORCHESTRATOR__METRICS_LISTEN=0.0.0.0:9465

@@ -8,18 +8,32 @@
 //! - `zmq_proxy`: clients → libzmq's own `zmq_proxy` (ROUTER/DEALER) → legacy, the
 //!   yardstick; in a process of its own, as memshift is, so both pay the same hops;
 //! - `off`: clients → the real `memshift proxy` binary, stage `off` → legacy;
+//! - `sink`: stage `dualwrite`, mirroring through the outbox (fsynced) to an orchestrator
+//!   stand-in that acknowledges at once (a thread of this process): the proxy's whole
+//!   mirror cost, without an orchestrator and a database on the same two cores;
 //! - `dualwrite`: the same in stage `dualwrite`, every write mirrored through the outbox
 //!   (fsynced) to a real `memshift orchestrator` on PostgreSQL (`DATABASE_URL`; `make
 //!   bench` provides one; without it this route is skipped). All on the same two cores;
 //! - `orch_down`: `dualwrite` with nothing listening where the orchestrator should be, so
 //!   the outbox only grows.
 //!
+//! Two measurements, each printed as a table with ratios to zmq_proxy and to `off`, and
+//! written to `target/bench/proxy-{paced,saturation}.json`:
+//! - **paced** (first, on fresh outboxes): 16 clients sending `BENCH_RATE` writes/s in all
+//!   (default 2000, several times what the legacy agents sustain), open loop: the latency a
+//!   client sees at a realistic load, where the mirror keeps up;
+//! - **saturation**: closed-loop clients sending as fast as answers come back (tens of
+//!   thousands of writes/s on two cores): throughput, and what the mirror's own CPU work
+//!   costs when there is no idle CPU left.
+//!
 //! Each (route, client count) is run several rounds, interleaved and in rotating order, so
-//! machine noise falls on all routes alike; the figures are medians over rounds. Prints a
-//! table and writes `target/bench/proxy.json`.
+//! machine noise falls on all routes alike; the figures are medians over rounds.
 //!
 //! Knobs (environment): `BENCH_SECONDS` per run (default 3), `BENCH_ROUNDS` (default 5),
-//! `BENCH_CLIENTS` (default "1,16").
+//! `BENCH_CLIENTS` (default "1,16"), `BENCH_RATE` (writes/s of the paced measurement, 0
+//! skips it), `BENCH_ROUTES` (a comma-separated subset of the route
+//! names; default all), `BENCH_MIRROR` (extra `[mirror]` keys for the dualwrite routes,
+//! e.g. `durability = "normal"`).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -35,15 +49,17 @@ enum Route {
     Direct,
     ZmqProxy,
     Off,
+    Sink,
     DualWrite,
     OrchestratorDown,
 }
 
 impl Route {
-    const ALL: [Route; 5] = [
+    const ALL: [Route; 6] = [
         Route::Direct,
         Route::ZmqProxy,
         Route::Off,
+        Route::Sink,
         Route::DualWrite,
         Route::OrchestratorDown,
     ];
@@ -53,6 +69,7 @@ impl Route {
             Route::Direct => "direct",
             Route::ZmqProxy => "zmq_proxy",
             Route::Off => "off",
+            Route::Sink => "sink",
             Route::DualWrite => "dualwrite",
             Route::OrchestratorDown => "orch_down",
         }
@@ -61,7 +78,7 @@ impl Route {
     fn is_memshift(self) -> bool {
         matches!(
             self,
-            Route::Off | Route::DualWrite | Route::OrchestratorDown
+            Route::Off | Route::Sink | Route::DualWrite | Route::OrchestratorDown
         )
     }
 }
@@ -87,6 +104,7 @@ fn main() {
         .map(|c| c.trim().parse().expect("BENCH_CLIENTS: numbers"))
         .collect();
     let duration = Duration::from_secs_f64(seconds);
+    let rate: f64 = env_or("BENCH_RATE", 2000.0);
 
     let ctx = zmq::Context::new();
     let echo = start_legacy(&ctx);
@@ -104,13 +122,24 @@ fn main() {
     let dualwrite = orchestrator
         .as_ref()
         .map(|o| Sidecar::memshift(&echo, Some(&o.endpoint)));
+    let sink = Sidecar::memshift(&echo, Some(&start_sink(&ctx)));
     let nowhere = free_endpoint();
     let orch_down = Sidecar::memshift(&echo, Some(&nowhere));
+    let selected: Option<Vec<String>> = std::env::var("BENCH_ROUTES")
+        .ok()
+        .map(|r| r.split(',').map(|s| s.trim().to_owned()).collect());
     let endpoint = |route: Route| -> Option<String> {
+        if selected
+            .as_ref()
+            .is_some_and(|s| !s.iter().any(|r| r == route.name()))
+        {
+            return None;
+        }
         match route {
             Route::Direct => Some(echo.clone()),
             Route::ZmqProxy => Some(yardstick.endpoint.clone()),
             Route::Off => Some(off.endpoint.clone()),
+            Route::Sink => Some(sink.endpoint.clone()),
             Route::DualWrite => dualwrite.as_ref().map(|d| d.endpoint.clone()),
             Route::OrchestratorDown => Some(orch_down.endpoint.clone()),
         }
@@ -121,8 +150,57 @@ fn main() {
         seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    // Paced first, on fresh outboxes, so that the saturation below leaves no backlog
+    // behind to be delivered meanwhile.
+    if rate > 0.0 {
+        let paced = measure(&endpoint, &[PACED_CLIENTS], rounds, duration, Some(rate));
+        report(
+            &paced,
+            &format!(
+                "Paced: {rate:.0} writes/s from {PACED_CLIENTS} clients (open loop; latency from each write's scheduled time)"
+            ),
+            seconds,
+            rounds,
+        );
+    }
+    // BENCH_CLIENTS=0: the paced measurement only.
+    let clients: Vec<usize> = clients.into_iter().filter(|&n| n > 0).collect();
+    let results = measure(&endpoint, &clients, rounds, duration, None);
+    if !results.is_empty() {
+        report(
+            &results,
+            "Saturation: closed-loop clients, each sending its next write as soon as the last is answered",
+            seconds,
+            rounds,
+        );
+    }
+    // What the mirror did meanwhile: proof that the dualwrite routes mirrored for real.
+    for (name, sidecar) in [
+        ("sink", Some(&sink)),
+        ("dualwrite", dualwrite.as_ref()),
+        ("orch_down", Some(&orch_down)),
+    ] {
+        if let Some(sidecar) = sidecar {
+            println!("{name}: {}", sidecar.mirror_summary());
+        }
+    }
+    drop((off, sink, dualwrite, orch_down, orchestrator, yardstick));
+}
+
+/// Clients of the paced measurement.
+const PACED_CLIENTS: usize = 16;
+
+/// Every selected route at every client count, several rounds in rotating order; medians.
+fn measure(
+    endpoint: &dyn Fn(Route) -> Option<String>,
+    clients: &[usize],
+    rounds: usize,
+    duration: Duration,
+    rate: Option<f64>,
+) -> Vec<Summary> {
+    let ctx = zmq::Context::new();
     let mut results = Vec::new();
-    for &n in &clients {
+    for &n in clients {
         let mut runs: Vec<Vec<Run>> = Route::ALL.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
             for k in 0..Route::ALL.len() {
@@ -130,7 +208,7 @@ fn main() {
                 let Some(endpoint) = endpoint(Route::ALL[i]) else {
                     continue;
                 };
-                let run = load(&ctx, &endpoint, n, duration);
+                let run = load(&ctx, &endpoint, n, duration, rate);
                 eprintln!(
                     "  {:>2} clients  round {round}  {:<10} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs",
                     n,
@@ -148,17 +226,7 @@ fn main() {
             }
         }
     }
-    report(&results, seconds, rounds);
-    // What the mirror did meanwhile: proof that the dualwrite routes mirrored for real.
-    for (name, sidecar) in [
-        ("dualwrite", dualwrite.as_ref()),
-        ("orch_down", Some(&orch_down)),
-    ] {
-        if let Some(sidecar) = sidecar {
-            println!("{name}: {}", sidecar.mirror_summary());
-        }
-    }
-    drop((off, dualwrite, orch_down, orchestrator, yardstick));
+    results
 }
 
 struct Summary {
@@ -179,10 +247,11 @@ fn summarise(route: Route, clients: usize, runs: &[Run]) -> Summary {
     }
 }
 
-fn report(results: &[Summary], seconds: f64, rounds: usize) {
+fn report(results: &[Summary], title: &str, seconds: f64, rounds: usize) {
     println!();
+    println!("{title}");
     println!(
-        "Primary path, 1 KiB JSON requests, echo REP legacy; medians of {rounds} runs of {seconds} s"
+        "Primary path, 1 KiB jarvis add_memory writes to a legacy REP that accepts each; medians of {rounds} runs of {seconds} s"
     );
     println!(
         "{:>7}  {:<10} {:>11} {:>9} {:>9}   {:>16} {:>12}   {:>12} {:>11}",
@@ -201,7 +270,7 @@ fn report(results: &[Summary], seconds: f64, rounds: usize) {
         let base = results
             .iter()
             .find(|b| b.clients == s.clients && b.route == Route::ZmqProxy)
-            .expect("yardstick measured");
+            .unwrap_or(s);
         let tput_ratio = s.throughput / base.throughput;
         let p99_ratio = s.p99_us / base.p99_us;
         let off = results
@@ -244,7 +313,12 @@ fn report(results: &[Summary], seconds: f64, rounds: usize) {
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "results": json,
     });
-    let path = out.join("proxy.json");
+    let kind = if title.starts_with("Paced") {
+        "paced"
+    } else {
+        "saturation"
+    };
+    let path = out.join(format!("proxy-{kind}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).expect("write results");
     println!("written to {}", path.display());
 }
@@ -265,8 +339,16 @@ fn request_payload(client: usize) -> Vec<u8> {
 /// What the legacy agent answers to every write: jarvis's success.
 const ACCEPTED: &[u8] = br#"{"status": "ok"}"#;
 
-/// `n` closed-loop REQ clients for `duration` after a warm-up; latencies of every request.
-fn load(ctx: &zmq::Context, endpoint: &str, n: usize, duration: Duration) -> Run {
+/// `n` REQ clients for `duration` after a warm-up; latencies of every request. Closed loop
+/// without a `rate`; with one, each client sends on a fixed schedule (`rate / n` per
+/// second) and a write's latency counts from its scheduled time, so a stall shows in full.
+fn load(
+    ctx: &zmq::Context,
+    endpoint: &str,
+    n: usize,
+    duration: Duration,
+    rate: Option<f64>,
+) -> Run {
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..n)
@@ -274,6 +356,7 @@ fn load(ctx: &zmq::Context, endpoint: &str, n: usize, duration: Duration) -> Run
             let (ctx, endpoint) = (ctx.clone(), endpoint.to_owned());
             let payload = request_payload(client);
             let (measuring, stop) = (measuring.clone(), stop.clone());
+            let interval = rate.map(|r| Duration::from_secs_f64(n as f64 / r));
             std::thread::spawn(move || {
                 let s = ctx.socket(zmq::REQ).unwrap();
                 s.set_linger(0).unwrap();
@@ -281,8 +364,19 @@ fn load(ctx: &zmq::Context, endpoint: &str, n: usize, duration: Duration) -> Run
                 s.connect(&endpoint).unwrap();
                 let mut latencies = Vec::with_capacity(200_000);
                 let mut reply = zmq::Message::new();
+                // Clients start spread over one interval.
+                let mut next = Instant::now()
+                    + interval.map_or(Duration::ZERO, |i| i * client as u32 / n as u32);
                 while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
+                    let t = match interval {
+                        None => Instant::now(),
+                        Some(interval) => {
+                            let scheduled = next;
+                            next += interval;
+                            std::thread::sleep(scheduled.saturating_duration_since(Instant::now()));
+                            scheduled
+                        }
+                    };
                     s.send(&payload[..], 0).unwrap();
                     s.recv(&mut reply, 0).expect("reply within 10 s");
                     assert_eq!(&reply[..], ACCEPTED);
@@ -332,6 +426,29 @@ fn start_legacy(ctx: &zmq::Context) -> String {
     endpoint
 }
 
+/// An orchestrator stand-in that acknowledges every request at once: a ROUTER on its own
+/// thread answering `success` with the request's id.
+fn start_sink(ctx: &zmq::Context) -> String {
+    let s = ctx.socket(zmq::ROUTER).unwrap();
+    s.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = s.get_last_endpoint().unwrap().unwrap();
+    std::thread::Builder::new()
+        .name("sink".into())
+        .spawn(move || {
+            loop {
+                let frames = s.recv_multipart(0).unwrap();
+                let body: serde_json::Value =
+                    serde_json::from_slice(frames.last().unwrap()).unwrap();
+                let reply = serde_json::json!({"status": "success", "request_id": body["request_id"], "data": {}});
+                s.send(&frames[0][..], zmq::SNDMORE).unwrap();
+                s.send("", zmq::SNDMORE).unwrap();
+                s.send(reply.to_string().as_bytes(), 0).unwrap();
+            }
+        })
+        .unwrap();
+    endpoint
+}
+
 /// The yardstick, run in a process of its own like memshift (`bench --yardstick ECHO`):
 /// libzmq's built-in proxy, ROUTER toward clients, DEALER toward the echo.
 fn run_yardstick(echo: &str) {
@@ -368,12 +485,18 @@ impl Sidecar {
     fn memshift(legacy: &str, mirror_to: Option<&str>) -> Sidecar {
         let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
         std::fs::create_dir_all(&target).unwrap();
-        let dir = tempfile::TempDir::new_in(&target).unwrap();
+        let dir = match std::env::var("BENCH_OUTBOX_DIR") {
+            Ok(d) => tempfile::TempDir::new_in(d).unwrap(),
+            Err(_) => tempfile::TempDir::new_in(&target).unwrap(),
+        };
         let mirror = match mirror_to {
             None => String::new(),
             Some(orchestrator) => format!(
-                "stage = \"dualwrite\"\n[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{}\"\nmax_pending = 100000000\n",
-                dir.path().display()
+                "stage = \"dualwrite\"\n[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{}\"\nmax_pending = 100000000\n{}\n",
+                dir.path().display(),
+                std::env::var("BENCH_MIRROR")
+                    .unwrap_or_default()
+                    .replace("\\n", "\n")
             ),
         };
         let config = dir.path().join("bench.toml");

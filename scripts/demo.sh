@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: builds memshift, starts the three legacy stand-ins and a proxy in front of
-# each, sends a burst of realistic traffic through the proxies, and prints what the proxy
-# saw; then starts the Memory Orchestrator on PostgreSQL + pgvector and shows it at work.
+# `make demo`: builds memshift, starts the Memory Orchestrator on PostgreSQL + pgvector, the
+# three legacy stand-ins and a proxy in dualwrite in front of each, sends a burst of
+# realistic traffic through the proxies, prints what the proxy saw, drains the outboxes and
+# shows the mirrored writes in PostgreSQL; then shows the orchestrator's own API at work.
 # Everything runs on 127.0.0.1 with free ports and stops at the end. PostgreSQL is the one
 # at DATABASE_URL, or a throwaway one (the Makefile runs this under scripts/pg.sh run).
 set -euo pipefail
@@ -35,39 +36,6 @@ for agent in session_memory contextual_memory jarvis_memory; do
     echo "   $agent on $endpoint (data in $DEMO/$agent)"
 done
 
-cat >"$DEMO/memshift.toml" <<TOML
-[metrics]
-listen = "127.0.0.1:0"
-[log]
-level = "warn"
-$(for agent in session_memory contextual_memory jarvis_memory; do
-printf '[[agents]]\nname = "%s"\nprofile = "%s"\nlisten = "tcp://127.0.0.1:*"\nlegacy = "%s"\n' "$agent" "$agent" "${legacy[$agent]}"
-done)
-TOML
-
-echo "== starting memshift proxy ($DEMO/memshift.toml)"
-mkfifo "$DEMO/proxy.out"
-"$BIN" proxy --config "$DEMO/memshift.toml" >"$DEMO/proxy.out" &
-pids+=($!)
-read -r ready <"$DEMO/proxy.out"
-endpoint() { "$PY" -c "import json,sys; r=json.loads(sys.argv[1]); print({a['agent']: a['endpoint'] for a in r['agents']}[sys.argv[2]])" "$ready" "$1"; }
-metrics=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['metrics'])" "$ready")
-for agent in session_memory contextual_memory jarvis_memory; do
-    echo "   clients of $agent connect to $(endpoint $agent)"
-done
-echo "   metrics on http://$metrics/metrics"
-
-echo "== traffic"
-"$PY" scripts/demo_traffic.py \
-    --session "$(endpoint session_memory)" \
-    --contextual "$(endpoint contextual_memory)" \
-    --jarvis "$(endpoint jarvis_memory)" \
-    --metrics "$metrics"
-
-echo
-echo "== health: $(curl -s "http://$metrics/healthz")"
-
-echo
 echo "== starting memshift orchestrator on ${DATABASE_URL%%\?*}"
 cat >"$DEMO/orchestrator.toml" <<TOML
 [database]
@@ -85,8 +53,76 @@ mkfifo "$DEMO/orchestrator.out"
 "$BIN" orchestrator --config "$DEMO/orchestrator.toml" >"$DEMO/orchestrator.out" &
 pids+=($!)
 read -r ready <"$DEMO/orchestrator.out"
-orch_endpoint=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['endpoint'])" "$ready")
-orch_metrics=$("$PY" -c "import json,sys; print(json.loads(sys.argv[1])['metrics'])" "$ready")
+json() { "$PY" -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+orch_endpoint=$(json "$ready" endpoint)
+orch_metrics=$(json "$ready" metrics)
 echo "   orchestrator on $orch_endpoint, metrics on http://$orch_metrics/metrics"
+
+# Every agent in dualwrite: each write the legacy agent accepts is also mirrored, through
+# the agent's outbox in $DEMO/outbox, to the orchestrator.
+cat >"$DEMO/memshift.toml" <<TOML
+[metrics]
+listen = "127.0.0.1:0"
+[log]
+level = "warn"
+$(for agent in session_memory contextual_memory jarvis_memory; do
+printf '[[agents]]\nname = "%s"\nprofile = "%s"\nlisten = "tcp://127.0.0.1:*"\nlegacy = "%s"\nstage = "dualwrite"\n' "$agent" "$agent" "${legacy[$agent]}"
+done)
+[mirror]
+orchestrator = "$orch_endpoint"
+data_dir = "$DEMO/outbox"
+TOML
+
+echo "== starting memshift proxy in dualwrite ($DEMO/memshift.toml)"
+mkfifo "$DEMO/proxy.out"
+"$BIN" proxy --config "$DEMO/memshift.toml" >"$DEMO/proxy.out" &
+pids+=($!)
+read -r ready <"$DEMO/proxy.out"
+endpoint() { "$PY" -c "import json,sys; r=json.loads(sys.argv[1]); print({a['agent']: a['endpoint'] for a in r['agents']}[sys.argv[2]])" "$ready" "$1"; }
+metrics=$(json "$ready" metrics)
+for agent in session_memory contextual_memory jarvis_memory; do
+    echo "   clients of $agent connect to $(endpoint $agent)"
+done
+echo "   metrics on http://$metrics/metrics"
+
+echo "== traffic"
+"$PY" scripts/demo_traffic.py \
+    --session "$(endpoint session_memory)" \
+    --contextual "$(endpoint contextual_memory)" \
+    --jarvis "$(endpoint jarvis_memory)" \
+    --metrics "$metrics"
+
+echo
+echo "== health: $(curl -s "http://$metrics/healthz")"
+
+echo
+echo "== mirrored writes: memshift outbox drain, then what arrived in PostgreSQL"
+"$BIN" outbox drain --config "$DEMO/memshift.toml" --timeout 60s 2>/dev/null
+"$BIN" outbox status --config "$DEMO/memshift.toml" | sed 's/^/   /'
+curl -s "http://$metrics/metrics" | "$PY" -c '
+import sys
+rows = {}
+for line in sys.stdin:
+    if line.startswith(("memshift_mirror_writes_total{", "memshift_mirror_deliveries_total{")):
+        labels, value = line.rsplit(" ", 1)
+        if float(value) > 0:
+            get = lambda k: labels.split(k + "=\"")[1].split("\"")[0]
+            name = "writes" if "writes" in labels.split("{")[0] else "deliveries"
+            rows.setdefault((get("agent"), name), []).append(f"{get(\"outcome\")} {int(float(value))}")
+for (agent, name), parts in sorted(rows.items()):
+    print(f"   {agent:<18} {name:<10} " + ", ".join(sorted(parts)))
+'
+echo "   in PostgreSQL, by source agent and memory type (active rows):"
+scripts/pg.sh psql "$DATABASE_URL" --no-psqlrc --quiet --pset=footer=off -c "
+    SELECT source_agent, memory_type, count(*) AS memories,
+           count(DISTINCT coalesce(session_id, user_id)) AS keys,
+           max(created_at)::timestamp(0) AS newest
+    FROM memory_entries WHERE is_active GROUP BY 1, 2 ORDER BY 1, 2" | sed 's/^/   /'
+scripts/pg.sh psql "$DATABASE_URL" --no-psqlrc --quiet --pset=footer=off -c "
+    SELECT count(*) AS sessions, count(*) FILTER (WHERE is_archived) AS ended_by_delete_session
+    FROM sessions" | sed 's/^/   /'
+
+echo
+echo "== the orchestrator at work (its own API)"
 "$PY" scripts/demo_orchestrator.py --endpoint "$orch_endpoint" --metrics "$orch_metrics"
 echo "== orchestrator health: $(curl -s "http://$orch_metrics/healthz")"

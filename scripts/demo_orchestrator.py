@@ -60,7 +60,8 @@ def main():
     for query in ["blue colour", "dentist tuesday"]:
         print(f"   search {query!r}:")
         for kind in ["semantic", "keyword", "hybrid"]:
-            data = call("search", {"query": query, "search_type": kind, "filters": {"limit": 3}})
+            data = call("search", {"query": query, "search_type": kind,
+                                   "filters": {"limit": 3, "user_id": "demo-user"}})
             hits = ", ".join(f"{r['memory_id'][5:]} {r['similarity_score']:.2f}"
                              for r in data["results"])
             print(f"     {kind:<8}  {hits}")

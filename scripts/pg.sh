@@ -13,6 +13,7 @@
 #   scripts/pg.sh stop DIR       stop the cluster in DIR (fast shutdown)
 #   scripts/pg.sh run CMD...     CMD with DATABASE_URL set: the caller's if it is already
 #                                set, otherwise a fresh cluster stopped and removed after
+#   scripts/pg.sh psql ARGS...   the installed psql client (no server needed)
 #
 # The clusters are for throwaway data only: fsync is off.
 set -euo pipefail
@@ -132,5 +133,6 @@ install) install; echo "$BIN" ;;
 start) [ $# -eq 2 ] || die "usage: pg.sh start DIR"; start "$2" ;;
 stop) [ $# -eq 2 ] || die "usage: pg.sh stop DIR"; stop "$2" ;;
 run) shift; [ $# -ge 1 ] || die "usage: pg.sh run CMD..."; run "$@" ;;
-*) die "usage: pg.sh install | start DIR | stop DIR | run CMD..." ;;
+psql) shift; install; exec "$BIN/psql" "$@" ;;
+*) die "usage: pg.sh install | start DIR | stop DIR | run CMD... | psql ARGS..." ;;
 esac

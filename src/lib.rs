@@ -7,13 +7,16 @@
 //! - bottom: [`pyjson`] (Python `json.dumps` bytes), [`profile`] (the legacy protocols'
 //!   action tables and error shapes), [`classify`] (read / write / other), [`guard`] (what
 //!   must never reach an agent), [`api`] (the orchestrator's wire protocol), [`translate`]
-//!   (what a legacy write means for the orchestrator), [`config`] (loading and validation).
-//! - middle: [`proxy`] (the forwarding threads), [`store`] (PostgreSQL + pgvector: pool,
+//!   (what a legacy write means for the orchestrator), [`flags`] (stages and percentages,
+//!   stable key buckets), [`config`] (loading and validation).
+//! - middle: [`proxy`] (the forwarding threads), [`outbox`] (the durable SQLite queue of
+//!   mirrored operations), [`mirror`] (outbox writer and deliverer threads), [`store`]
+//!   (PostgreSQL + pgvector: pool,
 //!   migrations, queries), [`embed`] (embedding providers and the worker), [`orchestrator`]
 //!   (the orchestrator's socket thread, dispatcher and actions), [`metrics`], [`http`]
 //!   (`/metrics`, `/healthz`), [`wakeup`], [`telemetry`], [`shutdown`].
-//! - top: [`app`] (the `memshift proxy` and `memshift orchestrator` processes); the binary
-//!   in `src/main.rs` is the CLI.
+//! - top: [`app`] (the `memshift proxy` and `memshift orchestrator` processes, the
+//!   `memshift outbox` commands); the binary in `src/main.rs` is the CLI.
 //!
 //! # The life of one request through the proxy
 //! 1. A client's REQ or DEALER sends one frame to the agent's old port, where the proxy's
@@ -27,6 +30,19 @@
 //!    reply's bytes go back to the client untouched. Latency, outcome and the time memshift
 //!    added are counted in [`metrics`].
 //! 6. No reply within `legacy_timeout`: the request is counted as timed out and forgotten.
+//!
+//! # The life of a write in `dualwrite`
+//! 1. As above, and the forwarder keeps a copy of a write's request (by class, see
+//!    [`classify`]) while it is in flight.
+//! 2. After the reply has gone to the client, request and reply are offered to the
+//!    agent's bounded hand-off queue ([`mirror::MirrorSender::offer`]); a full queue drops
+//!    them, counted.
+//! 3. The outbox writer thread asks [`translate`] whether the legacy agent accepted the
+//!    write and what it means, keeps keys inside `mirror_percent` ([`flags`]), and appends
+//!    the operations to the agent's [`outbox`] in one transaction per batch.
+//! 4. The deliverer thread sends each key's oldest pending operation to the orchestrator,
+//!    one per key at a time, and settles the answer: delivered (deleted), retried after a
+//!    backoff, or dead-lettered with the reason.
 //!
 //! # The life of one request through the orchestrator
 //! 1. The ROUTER on the `zmq-orchestrator` thread receives `[identity, "", body]`; an

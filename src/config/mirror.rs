@@ -46,8 +46,9 @@ pub struct MirrorSettings {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub durability: Durability,
-    /// The nice value of the mirror's threads (0–19): they are background work, and when
-    /// the CPU is short the forwarders (at the process's own priority) go first.
+    /// The nice value of the mirror's threads (0–19). Raising it lets the forwarders go
+    /// first when the CPU is short, at the price of the outbox writer falling behind (and
+    /// the hand-off queue dropping writes) under sustained overload.
     pub nice: i32,
 }
 
@@ -65,7 +66,7 @@ impl Default for MirrorSettings {
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             durability: Durability::Full,
-            nice: 10,
+            nice: 0,
         }
     }
 }

@@ -176,13 +176,15 @@ impl Deliverer {
         &self.report
     }
 
-    /// One turn of the loop: time out, send what may be sent, record what was settled.
+    /// One turn of the loop: time out, record what was settled, send what may be sent.
+    /// (Settling first: a delivered entry still in the outbox would be its key's head and
+    /// be sent again.)
     fn turn(&mut self, now: Instant, sending: bool) {
         self.expire(now);
+        self.flush();
         if sending {
             self.send_heads(now);
         }
-        self.flush();
         if now >= self.next_stats {
             self.refresh_stats();
         }
@@ -541,4 +543,34 @@ fn connect(ctx: &zmq::Context, settings: &MirrorSettings) -> anyhow::Result<zmq:
     socket.set_heartbeat_timeout(3_000)?;
     socket.connect(settings.orchestrator.as_str())?;
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_at_most_half_taken_off() {
+        let settings = MirrorSettings {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            ..MirrorSettings::default()
+        };
+        for (n, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (60, 1000),
+        ] {
+            for _ in 0..50 {
+                let b = backoff(&settings, n).as_secs_f64() * 1000.0;
+                assert!(
+                    (full as f64 / 2.0 - 1e-6..=full as f64 + 1e-6).contains(&b),
+                    "attempt {n}: {b} ms"
+                );
+            }
+        }
+    }
 }

@@ -65,19 +65,35 @@ CREATE TABLE IF NOT EXISTS heads (
     id  INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS heads_id ON heads (id);
+-- Pending and dead counts, kept by the same triggers: the gauges read them every second,
+-- and counting a backlog of millions that often would cost the primary path CPU.
+CREATE TABLE IF NOT EXISTS counts (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) STRICT;
+INSERT INTO counts (name, value) VALUES ('pending', 0), ('dead', 0)
+    ON CONFLICT (name) DO NOTHING;
 CREATE TRIGGER IF NOT EXISTS entries_head_on_insert AFTER INSERT ON entries
 WHEN NEW.dead_at IS NULL BEGIN
     INSERT INTO heads (key, id) VALUES (NEW.key, NEW.id) ON CONFLICT (key) DO NOTHING;
+    UPDATE counts SET value = value + 1 WHERE name = 'pending';
 END;
 CREATE TRIGGER IF NOT EXISTS entries_head_on_delete AFTER DELETE ON entries BEGIN
     DELETE FROM heads WHERE key = OLD.key;
     INSERT INTO heads (key, id)
         SELECT key, min(id) FROM entries WHERE key = OLD.key AND dead_at IS NULL GROUP BY key;
+    UPDATE counts SET value = value - 1
+        WHERE name = CASE WHEN OLD.dead_at IS NULL THEN 'pending' ELSE 'dead' END;
 END;
-CREATE TRIGGER IF NOT EXISTS entries_head_on_dead AFTER UPDATE OF dead_at ON entries BEGIN
+CREATE TRIGGER IF NOT EXISTS entries_head_on_dead AFTER UPDATE OF dead_at ON entries
+WHEN (OLD.dead_at IS NULL) <> (NEW.dead_at IS NULL) BEGIN
     DELETE FROM heads WHERE key = NEW.key;
     INSERT INTO heads (key, id)
         SELECT key, min(id) FROM entries WHERE key = NEW.key AND dead_at IS NULL GROUP BY key;
+    UPDATE counts SET value = value + CASE WHEN NEW.dead_at IS NULL THEN 1 ELSE -1 END
+        WHERE name = 'pending';
+    UPDATE counts SET value = value + CASE WHEN NEW.dead_at IS NULL THEN -1 ELSE 1 END
+        WHERE name = 'dead';
 END;
 -- Writes that were accepted by the legacy agent but could not be put in the outbox (it
 -- was full or failing), per key: what `memshift reconcile` must repair.
@@ -479,11 +495,11 @@ impl Outbox {
                 // Only heads are ever tried, so only heads can be waiting out a backoff; and
                 // ids grow with time, so the oldest pending entry is the smallest head.
                 "SELECT
-                   (SELECT count(*) FROM entries WHERE dead_at IS NULL),
+                   (SELECT value FROM counts WHERE name = 'pending'),
                    (SELECT accepted_at FROM entries WHERE id = (SELECT min(id) FROM heads)),
                    (SELECT count(*) FROM heads h JOIN entries e ON e.id = h.id
                      WHERE e.next_attempt_at > ?1),
-                   (SELECT count(*) FROM entries WHERE dead_at IS NOT NULL),
+                   (SELECT value FROM counts WHERE name = 'dead'),
                    (SELECT coalesce(sum(count), 0) FROM dropped)",
                 [now.timestamp_millis()],
                 |r| {

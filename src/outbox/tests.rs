@@ -177,3 +177,57 @@ fn one_deliverer_per_outbox() {
     assert!(!DeliveryLock::is_held(&path));
     DeliveryLock::acquire(&path).unwrap();
 }
+
+#[test]
+fn the_kept_counts_match_a_full_count_through_every_kind_of_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = open(&dir);
+    let now = Utc::now();
+    let full = |o: &Outbox| -> (u64, u64) {
+        o.conn
+            .query_row(
+                "SELECT count(*) FILTER (WHERE dead_at IS NULL),
+                        count(*) FILTER (WHERE dead_at IS NOT NULL) FROM entries",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    let kept = |o: &Outbox| {
+        let s = o.stats(now).unwrap();
+        (s.pending, s.dead)
+    };
+    o.append(
+        &(0..10)
+            .map(|i| entry(&format!("k{}", i % 3), i))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert_eq!(kept(&o), (10, 0));
+    let dead = |id| Settled::Dead {
+        id,
+        attempts: 1,
+        reason: "x".into(),
+    };
+    let retry = Settled::Retry {
+        id: 3,
+        attempts: 1,
+        retry_at: now,
+        error: "y".into(),
+    };
+    o.settle(
+        &[Settled::Delivered { id: 1 }, dead(2), retry, dead(4)],
+        now,
+    )
+    .unwrap();
+    assert_eq!(kept(&o), full(&o));
+    assert_eq!(kept(&o), (7, 2));
+    o.retry_dead(Some(&[2])).unwrap();
+    assert_eq!(kept(&o), (8, 1));
+    o.settle(&[dead(5), Settled::Delivered { id: 4 }], now)
+        .unwrap();
+    assert_eq!(kept(&o), full(&o));
+    o.retry_dead(None).unwrap();
+    assert_eq!(kept(&o), full(&o));
+    assert_eq!(kept(&o), (8, 0));
+}
