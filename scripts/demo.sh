@@ -103,15 +103,20 @@ curl -s "http://$metrics/metrics" | "$PY" -c '
 import sys
 rows = {}
 for line in sys.stdin:
-    if line.startswith(("memshift_mirror_writes_total{", "memshift_mirror_deliveries_total{")):
+    name = line.split("{")[0]
+    if name in ("memshift_mirror_writes_total", "memshift_mirror_deliveries_total"):
         labels, value = line.rsplit(" ", 1)
         if float(value) > 0:
             get = lambda k: labels.split(k + "=\"")[1].split("\"")[0]
-            name = "writes" if "writes" in labels.split("{")[0] else "deliveries"
-            rows.setdefault((get("agent"), name), []).append(f"{get(\"outcome\")} {int(float(value))}")
-for (agent, name), parts in sorted(rows.items()):
-    print(f"   {agent:<18} {name:<10} " + ", ".join(sorted(parts)))
+            kind = "writes" if name.endswith("writes_total") else "operations"
+            rows.setdefault((get("agent"), get("action")), []).append(
+                "%s %s %d" % (kind, get("outcome"), int(float(value))))
+print("   mirror, by agent and legacy action:")
+for (agent, action), parts in sorted(rows.items()):
+    print(f"     {agent:<18} {action:<16} " + ", ".join(sorted(parts, reverse=True)))
 '
+echo "   in the legacy stores:"
+"$PY" scripts/demo_legacy_counts.py "$DEMO"
 echo "   in PostgreSQL, by source agent and memory type (active rows):"
 scripts/pg.sh psql "$DATABASE_URL" --no-psqlrc --quiet --pset=footer=off -c "
     SELECT source_agent, memory_type, count(*) AS memories,
@@ -119,8 +124,9 @@ scripts/pg.sh psql "$DATABASE_URL" --no-psqlrc --quiet --pset=footer=off -c "
            max(created_at)::timestamp(0) AS newest
     FROM memory_entries WHERE is_active GROUP BY 1, 2 ORDER BY 1, 2" | sed 's/^/   /'
 scripts/pg.sh psql "$DATABASE_URL" --no-psqlrc --quiet --pset=footer=off -c "
-    SELECT count(*) AS sessions, count(*) FILTER (WHERE is_archived) AS ended_by_delete_session
-    FROM sessions" | sed 's/^/   /'
+    SELECT session_type, count(*) AS sessions,
+           count(*) FILTER (WHERE is_archived) AS ended_by_delete_session
+    FROM sessions GROUP BY 1 ORDER BY 1" | sed 's/^/   /'
 
 echo
 echo "== the orchestrator at work (its own API)"
