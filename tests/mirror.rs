@@ -765,3 +765,67 @@ fn drain_delivers_by_itself_when_no_proxy_is_running() {
     assert_eq!(rig.status()["stats"]["pending"], 0);
     assert_eq!(jarvis_mirrored(&mut db), jarvis_store(&rig.legacy));
 }
+
+#[test]
+fn a_full_outbox_drops_new_writes_counts_them_and_records_their_keys() {
+    // Nothing listens where the orchestrator should be, and the outbox holds 3 entries.
+    let rig = Rig::start(
+        "jarvis_memory",
+        StandIn::start("jarvis_memory"),
+        &pg::free_endpoint(),
+        "[mirror]\nmax_pending = 3\n",
+    );
+    let ctx = zmq::Context::new();
+    let s = rig.socket(&ctx);
+    for i in 0..6 {
+        let body = json!({"action": "add_memory", "user_id": format!("u{i}"), "memory": "m"});
+        assert_eq!(
+            request(&s, body.to_string().as_bytes()),
+            br#"{"status": "ok"}"#,
+            "the primary path is untouched"
+        );
+    }
+    rig.proxy.metrics_when("3 queued and 3 dropped", |m| {
+        metric(
+            m,
+            "memshift_mirror_dropped_total",
+            &[("agent", "jarvis_memory"), ("reason", "outbox_full")],
+        ) == Some(3.0)
+            && metric_sum(m, "memshift_mirror_writes_total", &[("outcome", "queued")]) == 3.0
+    });
+    let status = rig.status();
+    assert_eq!(status["stats"]["pending"], 3);
+    assert_eq!(status["stats"]["dropped"], 3);
+    let mut keys: Vec<&str> = status["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert_eq!(d["reason"], "outbox_full");
+            d["key"].as_str().unwrap()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["u3", "u4", "u5"]);
+}
+
+#[test]
+fn two_proxies_cannot_deliver_the_same_outbox() {
+    let legacy = StandIn::start("jarvis_memory");
+    let rig = Rig::start(
+        "jarvis_memory",
+        StandIn::start("jarvis_memory"),
+        &pg::free_endpoint(),
+        "",
+    );
+    // The same data directory, a different legacy agent and port.
+    let toml = rig.toml.replace(&rig.legacy.endpoint, &legacy.endpoint);
+    let err = Process::try_start("proxy", &toml, &[])
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("being delivered by another process")
+            && err.contains(&format!("pid {}", rig.proxy.pid())),
+        "{err}"
+    );
+}
