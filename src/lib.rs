@@ -54,9 +54,11 @@
 //!    access log row is written. A write with text queues an embedding in the same
 //!    statement; the [`embed`] worker fills `vector_embeddings` later.
 
+pub mod answer;
 pub mod api;
 pub mod app;
 pub mod classify;
+pub mod compare;
 pub mod config;
 pub mod embed;
 pub mod flags;

@@ -1,0 +1,230 @@
+use super::*;
+use chrono::TimeZone;
+
+fn at(s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_790_000_000 + s, 250_000_000).unwrap()
+}
+
+fn stored(memory_type: &str, content: Value, s: i64) -> Stored {
+    Stored {
+        memory_type: memory_type.into(),
+        content,
+        created_at: at(s),
+    }
+}
+
+fn fetch(profile: Profile, request: &Value) -> (String, Vec<Query>) {
+    match prepare(profile, request) {
+        Prepared::Fetch { key, queries } => (key, queries),
+        other => panic!("expected a fetch, got {other:?}"),
+    }
+}
+
+#[test]
+fn session_context_keeps_the_newest_that_fit_and_stops_at_the_first_that_does_not() {
+    let req = json!({"action": "get_context", "session_id": "s", "max_tokens": 3, "request_id": 7});
+    let (key, queries) = fetch(Profile::SessionMemory, &req);
+    assert_eq!(key, "s");
+    assert_eq!(queries[0].filter["memory_type"], "conversation");
+    assert_eq!(queries[0].filter["session_id"], "s");
+    let turn = |text: &str, s| {
+        stored(
+            "conversation",
+            json!({"text": text, "role": "user", "metadata": {}}),
+            s,
+        )
+    };
+    // Tokens: 1 ("abcd"), 2 ("12345678"), 0 ("ab"), 1 ("wxyz"), newest last.
+    let data = vec![vec![
+        turn("abcd", 1),
+        turn("12345678", 2),
+        turn("ab", 3),
+        turn("wxyz", 4),
+    ]];
+    let reply = answer(Profile::SessionMemory, &req, &data).unwrap();
+    let texts: Vec<&str> = reply["context"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["content"].as_str().unwrap())
+        .collect();
+    // 1 + 0 fit, 2 more would make 3 (fits), "abcd" would make 4: stop.
+    assert_eq!(texts, ["12345678", "ab", "wxyz"]);
+    assert_eq!(reply["status"], "success");
+    assert_eq!(reply["request_id"], 7);
+    assert_eq!(reply["context"][0]["role"], "user");
+    assert!(
+        reply["context"][0]["timestamp"]
+            .as_str()
+            .unwrap()
+            .ends_with(".250000")
+    );
+}
+
+#[test]
+fn session_context_without_a_session_id_is_the_agents_error_at_once() {
+    for req in [
+        json!({"action": "get_context"}),
+        json!({"action": "get_context", "session_id": ""}),
+        json!({"action": "get_context", "session_id": null, "request_id": "r"}),
+    ] {
+        let rid = req.get("request_id").cloned().unwrap_or(json!(""));
+        assert_eq!(
+            prepare(Profile::SessionMemory, &req),
+            Prepared::Immediate(
+                json!({"status": "error", "message": "Missing session_id", "request_id": rid})
+            )
+        );
+    }
+    assert_eq!(
+        prepare(
+            Profile::SessionMemory,
+            &json!({"action": "get_context", "session_id": "s", "max_tokens": "ten"})
+        ),
+        Prepared::Unsupported(Unsupported::OddParameter)
+    );
+    assert_eq!(
+        prepare(
+            Profile::SessionMemory,
+            &json!({"action": "add_interaction"})
+        ),
+        Prepared::NotARead
+    );
+}
+
+#[test]
+fn jarvis_memories_are_every_memory_of_the_user_oldest_first() {
+    let req = json!({"action": "get_memories"});
+    let (key, queries) = fetch(Profile::JarvisMemory, &req);
+    assert_eq!(key, "default");
+    assert_eq!(queries[0].filter["user_id"], "default");
+    let data = vec![vec![
+        stored("interaction", json!({"memory": "tea", "text": "tea"}), 1),
+        stored(
+            "interaction",
+            json!({"memory": {"type": "reminder", "text": "x"}, "text": "x"}),
+            2,
+        ),
+    ]];
+    let reply = answer(Profile::JarvisMemory, &req, &data).unwrap();
+    assert_eq!(reply["status"], "ok");
+    assert_eq!(reply["memories"][0]["memory"], "tea");
+    assert_eq!(reply["memories"][1]["memory"]["type"], "reminder");
+    assert_eq!(reply["memories"][0]["timestamp"], 1_790_000_001.25);
+    let empty = answer(Profile::JarvisMemory, &req, &[vec![]]).unwrap();
+    assert_eq!(empty, json!({"status": "ok", "memories": []}));
+}
+
+fn interaction(kind: &str, text: &str, s: i64) -> Stored {
+    stored("context", json!({"text": text, "type": kind}), s)
+}
+
+#[test]
+fn contextual_has_no_summary_until_a_decision_or_the_51st_interaction() {
+    let req = json!({"action": "get_context", "session_id": "c"});
+    let (key, queries) = fetch(Profile::ContextualMemory, &req);
+    assert_eq!(key, "c");
+    assert_eq!(queries[0].newest, Some(51));
+    assert_eq!(queries[1].filter["memory_type"], "decision");
+    let fifty: Vec<Stored> = (0..50).map(|i| interaction("code", "x = 1", i)).collect();
+    assert_eq!(
+        answer(Profile::ContextualMemory, &req, &[fifty.clone(), vec![]]).unwrap(),
+        json!({"status": "error", "message": "'NoneType' object has no attribute 'get'"})
+    );
+    let decision = stored("decision", json!({"text": "use SQLite"}), 60);
+    let reply = answer(Profile::ContextualMemory, &req, &[fifty, vec![decision]]).unwrap();
+    assert_eq!(
+        reply,
+        json!({"key_decisions": [{"timestamp": 1_790_000_060.25, "decision": "use SQLite"}]})
+    );
+    // A missing session id is the "null" session.
+    assert_eq!(
+        fetch(Profile::ContextualMemory, &json!({"action": "get_context"})).0,
+        "null"
+    );
+}
+
+#[test]
+fn contextual_summary_is_rebuilt_from_the_newest_51_as_the_agent_does() {
+    let mut items: Vec<Stored> = Vec::new();
+    items.push(interaction(
+        "user_query",
+        "the oldest query, outside the window",
+        0,
+    ));
+    for i in 1..=48 {
+        items.push(interaction("system_response", "fine", i));
+    }
+    items.push(interaction("code", "SELECT * FROM t -- sqlite", 49));
+    items.push(interaction("error", "Traceback: ValueError exception", 50));
+    items.push(interaction("error", "a warning, not counted", 51));
+    items.push(interaction("user_query", &"q".repeat(120), 52));
+    // The answer gets the newest 51, oldest first.
+    let window: Vec<Stored> = items[items.len() - 51..].to_vec();
+    let req = json!({"action": "get_context", "session_id": "c"});
+    let reply = answer(Profile::ContextualMemory, &req, &[window.clone(), vec![]]).unwrap();
+    let keys: Vec<&String> = reply.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "last_updated",
+            "code_context",
+            "conversation_summary",
+            "errors_encountered",
+            "key_decisions"
+        ]
+    );
+    assert_eq!(reply["last_updated"], 1_790_000_052.25);
+    assert_eq!(
+        reply["conversation_summary"],
+        format!(
+            "Conversation Summary:\nTotal queries: 1\nTotal responses: 47\n\nRecent Queries:\n- {}...\n",
+            "q".repeat(100)
+        )
+    );
+    assert_eq!(
+        reply["errors_encountered"],
+        json!(["Traceback: ValueError exception"])
+    );
+    assert_eq!(reply["key_decisions"], json!([]));
+    // A small max_tokens cuts the texts to (max_tokens // 2) * 4 characters and "...".
+    let small = json!({"action": "get_context", "session_id": "c", "max_tokens": 5});
+    let cut = answer(Profile::ContextualMemory, &small, &[window, vec![]]).unwrap();
+    assert_eq!(cut["conversation_summary"], "Conversa...");
+    assert_eq!(cut["code_context"], "Code Sum...");
+}
+
+#[test]
+fn code_summaries_match_the_agents_text() {
+    // Expected texts printed by the stand-in's own code_summary.
+    assert_eq!(
+        contextual::code_summary_for_test(&[
+            "SELECT * FROM t -- sqlite",
+            "def handler():\n    return flask.route(\"/api\")",
+            "x = 1"
+        ]),
+        "Code Summary:\nTotal snippets: 3\nTotal lines: 6\n\nDETECTED DOMAINS: database operations, web functionality\n"
+    );
+    assert_eq!(
+        contextual::code_summary_for_test(&["x = 1"]),
+        "Code Summary:\nTotal snippets: 1\nTotal lines: 1\n\nNo specific domains detected\n"
+    );
+    assert_eq!(
+        contextual::code_summary_for_test(&["spawn a Thread for the web server\nline2"]),
+        "Code Summary:\nTotal snippets: 1\nTotal lines: 2\n\nWeb Functionality:\n- HTTP endpoints and web routes present\n\nConcurrency Features:\n- Threading and async operations present\n\nDETECTED DOMAINS: web functionality, concurrency features\n"
+    );
+}
+
+#[test]
+fn contents_the_agent_could_not_process_are_unsupported() {
+    let req = json!({"action": "get_context", "session_id": "s"});
+    let odd = vec![vec![stored(
+        "conversation",
+        json!({"text": 42, "role": "user"}),
+        1,
+    )]];
+    assert_eq!(
+        answer(Profile::SessionMemory, &req, &odd),
+        Err(Unsupported::OddContent)
+    );
+}

@@ -1,0 +1,72 @@
+use super::*;
+use serde_json::json;
+
+fn run(profile: Profile, legacy: Value, shadow: Value, raced: bool) -> Verdict {
+    compare(profile, legacy.to_string().as_bytes(), &shadow, raced)
+}
+
+#[test]
+fn timestamps_are_masked_and_everything_else_counts() {
+    let legacy = json!({"status": "success", "context": [{"role": "user", "content": "hi", "timestamp": "2026-11-23T21:48:04.818728"}], "request_id": ""});
+    let shadow = json!({"status": "success", "context": [{"role": "user", "content": "hi", "timestamp": "2026-11-23T20:48:04"}], "request_id": ""});
+    assert_eq!(
+        run(Profile::SessionMemory, legacy.clone(), shadow, false).outcome,
+        Outcome::Match
+    );
+    let other = json!({"status": "success", "context": [{"role": "user", "content": "hello", "timestamp": "x"}], "request_id": ""});
+    let v = run(Profile::SessionMemory, legacy.clone(), other.clone(), false);
+    assert_eq!(v.outcome, Outcome::Mismatch);
+    assert_eq!(v.paths, ["context[0].content"]);
+    // The same difference while the key had writes in flight is a race.
+    assert_eq!(
+        run(Profile::SessionMemory, legacy, other, true).outcome,
+        Outcome::Race
+    );
+}
+
+#[test]
+fn bytes_do_not_matter_parsed_json_does() {
+    let legacy = br#"{"status": "ok", "memories": [{"timestamp": 1.5, "memory": "Gr\u00fc\u00dfe \ud83c\udf89"}]}"#;
+    let shadow = json!({"status": "ok", "memories": [{"timestamp": 9.0, "memory": "Grüße 🎉"}]});
+    assert_eq!(
+        compare(Profile::JarvisMemory, legacy, &shadow, false).outcome,
+        Outcome::Match
+    );
+    assert_eq!(
+        compare(Profile::JarvisMemory, b"not json", &shadow, false).outcome,
+        Outcome::LegacyError
+    );
+}
+
+#[test]
+fn missing_and_extra_items_and_keys_are_named() {
+    let legacy = json!({"status": "ok", "memories": [{"timestamp": 1, "memory": "a"}]});
+    let shadow = json!({"status": "ok", "memories": [{"timestamp": 1, "memory": "a"}, {"timestamp": 2, "memory": "b"}], "extra": true});
+    let v = run(Profile::JarvisMemory, legacy, shadow, false);
+    assert_eq!(v.outcome, Outcome::Mismatch);
+    assert_eq!(v.paths, ["memories.length", "extra"]);
+}
+
+#[test]
+fn an_expired_legacy_session_is_drift_not_mismatch() {
+    let legacy = json!({"status": "success", "context": [], "request_id": ""});
+    let shadow = json!({"status": "success", "context": [{"role": "user", "content": "hi", "timestamp": "t"}], "request_id": ""});
+    assert_eq!(
+        run(Profile::SessionMemory, legacy, shadow, false).outcome,
+        Outcome::LegacyDrift
+    );
+}
+
+#[test]
+fn a_summary_cut_by_an_earlier_read_is_tolerated_but_other_changes_are_not() {
+    let shadow = json!({"last_updated": 2.0, "conversation_summary": "Conversation Summary:\nTotal queries: 1\n", "errors_encountered": [], "key_decisions": [{"timestamp": 1.0, "decision": "d"}]});
+    let cut = json!({"last_updated": 1.0, "conversation_summary": "Conversation...", "errors_encountered": [], "key_decisions": [{"timestamp": 3.0, "decision": "d"}]});
+    assert_eq!(
+        run(Profile::ContextualMemory, cut, shadow.clone(), false).outcome,
+        Outcome::Match
+    );
+    let wrong = json!({"last_updated": 1.0, "conversation_summary": "Something else...", "errors_encountered": [], "key_decisions": [{"timestamp": 3.0, "decision": "d"}]});
+    let v = run(Profile::ContextualMemory, wrong, shadow, false);
+    assert_eq!(v.outcome, Outcome::Mismatch);
+    assert_eq!(v.paths, ["conversation_summary"]);
+}
