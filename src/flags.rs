@@ -20,15 +20,19 @@ pub enum Stage {
     Off,
     /// Writes the legacy agent accepted are mirrored to the orchestrator.
     DualWrite,
+    /// Mirrored writes, and a sample of reads asked of the orchestrator too (off the
+    /// primary path) and compared with the legacy reply.
+    Shadow,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 2] = [Stage::Off, Stage::DualWrite];
+    pub const ALL: [Stage; 3] = [Stage::Off, Stage::DualWrite, Stage::Shadow];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Off => "off",
             Stage::DualWrite => "dualwrite",
+            Stage::Shadow => "shadow",
         }
     }
 
@@ -47,6 +51,11 @@ impl Stage {
     /// Whether accepted writes go to the outbox in this stage.
     pub fn mirrors_writes(self) -> bool {
         self != Stage::Off
+    }
+
+    /// Whether reads are also asked of the orchestrator and compared.
+    pub fn shadows_reads(self) -> bool {
+        self == Stage::Shadow
     }
 }
 
@@ -107,6 +116,8 @@ pub struct AgentFlags {
     pub stage: Stage,
     /// Share of keys whose writes are mirrored (in stages that mirror).
     pub mirror_percent: Percent,
+    /// Share of keys whose reads are compared (in `shadow`).
+    pub shadow_percent: Percent,
 }
 
 impl Default for AgentFlags {
@@ -114,6 +125,7 @@ impl Default for AgentFlags {
         AgentFlags {
             stage: Stage::Off,
             mirror_percent: Percent::ALL,
+            shadow_percent: Percent::ALL,
         }
     }
 }

@@ -5,86 +5,13 @@
 mod common;
 
 use common::pg::{self, Orchestrator, TestDb};
+use common::rig::*;
 use common::*;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tempfile::TempDir;
-
-/// A proxy in `dualwrite` in front of one stand-in, mirroring to `orchestrator`.
-struct Rig {
-    legacy: StandIn,
-    proxy: Proxy,
-    /// The proxy's whole configuration, for `memshift outbox …` and restarts.
-    toml: String,
-    agent: &'static str,
-    _data: TempDir,
-}
-
-impl Rig {
-    fn start(agent: &'static str, legacy: StandIn, orchestrator: &str, extra: &str) -> Rig {
-        let data = TempDir::new().expect("tempdir");
-        let toml = rig_toml(agent, &legacy.endpoint, orchestrator, data.path(), extra);
-        let proxy = Proxy::start_toml(&toml);
-        Rig {
-            legacy,
-            proxy,
-            toml,
-            agent,
-            _data: data,
-        }
-    }
-
-    fn socket(&self, ctx: &zmq::Context) -> zmq::Socket {
-        req_socket(ctx, self.proxy.endpoint(self.agent))
-    }
-
-    /// Waits until the proxy has put `n` writes in the outbox.
-    fn wait_queued(&self, n: usize) {
-        self.proxy.metrics_when(&format!("{n} writes queued"), |m| {
-            metric_sum(
-                m,
-                "memshift_mirror_writes_total",
-                &[("agent", self.agent), ("outcome", "queued")],
-            ) >= n as f64
-        });
-    }
-
-    /// `memshift outbox drain`; returns its exit code.
-    fn drain(&self) -> i32 {
-        let out = memshift_cli(
-            &["outbox", "drain", "--agent", self.agent, "--timeout", "60s"],
-            &self.toml,
-        );
-        out.status.code().expect("exit code")
-    }
-
-    fn status(&self) -> Value {
-        let out = memshift_cli(&["outbox", "status", "--json"], &self.toml);
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice::<Value>(&out.stdout).expect("json")[0].clone()
-    }
-}
-
-fn rig_toml(agent: &str, legacy: &str, orchestrator: &str, data: &Path, extra: &str) -> String {
-    let (flags, mirror) = extra.split_once("[mirror]").unwrap_or((extra, ""));
-    let agents = agent_toml(
-        agent,
-        agent,
-        legacy,
-        &format!("stage = \"dualwrite\"\n{flags}"),
-    );
-    proxy_toml(
-        "",
-        &format!(
-            "{agents}[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{}\"\n\
-             timeout = \"500ms\"\nbackoff_base = \"20ms\"\nbackoff_max = \"300ms\"\n{mirror}",
-            data.display()
-        ),
-    )
-}
 
 /// Sends `requests` through the proxy and, in the same order, to `direct` (a stand-in
 /// with the same frozen clock and seed): the replies must be the same bytes.
@@ -102,39 +29,6 @@ fn drive_and_compare(rig: &Rig, direct: &StandIn, requests: &[Value]) {
             "reply to {body}"
         );
     }
-}
-
-fn session_store(legacy: &StandIn) -> rusqlite::Connection {
-    rusqlite::Connection::open(legacy.data_dir.join("data/session_memory.db")).expect("open")
-}
-
-/// `session|role|content` of every legacy interaction, in insertion order.
-fn legacy_interactions(legacy: &StandIn) -> Vec<String> {
-    let db = session_store(legacy);
-    let mut stmt = db
-        .prepare("SELECT session_id || '|' || role || '|' || content FROM interactions ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-/// The same, from the orchestrator's active conversation memories in chronological order.
-fn mirrored_interactions(db: &mut TestDb) -> Vec<String> {
-    db.texts(
-        "SELECT session_id || '|' || (content->>'role') || '|' || (content->>'text')
-         FROM memory_entries WHERE is_active AND memory_type = 'conversation'
-         ORDER BY created_at, memory_id",
-    )
-}
-
-fn no_duplicates(db: &mut TestDb) {
-    let dupes = db.scalar(
-        "SELECT count(*) FROM (SELECT session_id, user_id, content FROM memory_entries
-         GROUP BY 1, 2, 3 HAVING count(*) > 1) d",
-    );
-    assert_eq!(dupes, 0, "the same write landed twice");
 }
 
 #[test]
@@ -317,34 +211,6 @@ fn every_contextual_memory_write_is_mirrored_and_every_reply_is_unchanged() {
         "a missing session id is stored under \"null\", and so mirrored"
     );
     no_duplicates(&mut db);
-}
-
-/// `user → [memory…]` of a jarvis store.
-fn jarvis_store(legacy: &StandIn) -> BTreeMap<String, Vec<Value>> {
-    let store: BTreeMap<String, Vec<Value>> = serde_json::from_slice(
-        &std::fs::read(legacy.data_dir.join("jarvis_memory_store.json")).unwrap(),
-    )
-    .unwrap();
-    store
-        .into_iter()
-        .map(|(u, items)| (u, items.into_iter().map(|i| i["memory"].clone()).collect()))
-        .filter(|(_, items): &(String, Vec<Value>)| !items.is_empty())
-        .collect()
-}
-
-fn jarvis_mirrored(db: &mut TestDb) -> BTreeMap<String, Vec<Value>> {
-    let mut mirrored: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for row in db.texts(
-        "SELECT json_build_array(user_id, content->'memory')::text FROM memory_entries
-         WHERE is_active AND memory_type = 'interaction' ORDER BY created_at, memory_id",
-    ) {
-        let v: Value = serde_json::from_str(&row).unwrap();
-        mirrored
-            .entry(v[0].as_str().unwrap().to_owned())
-            .or_default()
-            .push(v[1].clone());
-    }
-    mirrored
 }
 
 #[test]

@@ -128,3 +128,43 @@ pub(super) fn read_mirror(value: Option<&Value>, errors: &mut Errors) -> MirrorS
     t.finish(errors);
     settings
 }
+
+/// `[shadow]`: comparing reads with the orchestrator (stage `shadow`). Every key needs a
+/// restart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShadowSettings {
+    /// A sampled read whose orchestrator answer is not complete by then is a
+    /// `shadow_timeout`.
+    pub timeout: Duration,
+    /// Reads being fetched from the orchestrator at once, per agent.
+    pub max_in_flight: usize,
+    /// Sampled reads waiting to be fetched; past it a read is skipped (counted).
+    pub queue: usize,
+}
+
+impl Default for ShadowSettings {
+    fn default() -> Self {
+        ShadowSettings {
+            timeout: Duration::from_secs(2),
+            max_in_flight: 16,
+            queue: 1_000,
+        }
+    }
+}
+
+pub(super) fn read_shadow(value: Option<&Value>, errors: &mut Errors) -> ShadowSettings {
+    let d = ShadowSettings::default();
+    let mut t = Table::new("shadow", value, errors);
+    let settings = ShadowSettings {
+        timeout: t.parse("timeout", d.timeout, errors, parse_duration),
+        max_in_flight: t.parse("max_in_flight", d.max_in_flight, errors, |s| {
+            parse_count(s, 1, 1_000)
+        }),
+        queue: t.parse("queue", d.queue, errors, |s| parse_count(s, 1, 1_000_000)),
+    };
+    if settings.timeout.is_zero() {
+        errors.push("shadow.timeout", value, "must be above zero");
+    }
+    t.finish(errors);
+    settings
+}

@@ -11,7 +11,7 @@ mod mirror;
 mod orchestrator;
 mod reader;
 
-pub use mirror::{Durability, MirrorSettings};
+pub use mirror::{Durability, MirrorSettings, ShadowSettings};
 
 pub use orchestrator::{
     DatabaseSettings, DatabaseUrl, EmbeddingProvider, EmbeddingSettings, OrchestratorSettings,
@@ -48,6 +48,7 @@ pub struct Config {
     pub orchestrator: OrchestratorSettings,
     pub embedding: EmbeddingSettings,
     pub mirror: MirrorSettings,
+    pub shadow: ShadowSettings,
 }
 
 /// `[proxy]`: how every forwarder behaves.
@@ -256,6 +257,7 @@ pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigE
     let orchestrator = orchestrator::read_orchestrator(root.value("orchestrator"), &mut errors);
     let embedding = orchestrator::read_embedding(root.value("embedding"), &mut errors);
     let mirror = mirror::read_mirror(root.value("mirror"), &mut errors);
+    let shadow = mirror::read_shadow(root.value("shadow"), &mut errors);
     root.finish(&mut errors);
     if !errors.list.is_empty() {
         return Err(ConfigErrors(errors.list));
@@ -269,6 +271,7 @@ pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigE
         orchestrator,
         embedding,
         mirror,
+        shadow,
     })
 }
 
@@ -374,6 +377,7 @@ fn read_agent(path: String, value: &Value, errors: &mut Errors) -> Option<AgentC
     let flags = AgentFlags {
         stage: t.parse("stage", d.stage, errors, Stage::parse),
         mirror_percent: t.parse("mirror_percent", d.mirror_percent, errors, Percent::parse),
+        shadow_percent: t.parse("shadow_percent", d.shadow_percent, errors, Percent::parse),
     };
     t.finish(errors);
     if let (Some(l), Some(g)) = (&listen, &legacy)

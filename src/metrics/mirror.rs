@@ -4,6 +4,7 @@
 
 use super::{counter_vec, gauge_vec, histogram_vec};
 use crate::classify::action_labels;
+use crate::compare::Outcome;
 use crate::config::AgentConfig;
 use crate::flags::{AgentFlags, Stage};
 use crate::profile::Class;
@@ -101,6 +102,37 @@ impl DeliveryOutcome {
     }
 }
 
+/// Why a read was not compared (each also counts as a comparison with outcome `skipped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Its key is outside `shadow_percent`.
+    NotSampled,
+    /// The hand-off or the shadow queue was full.
+    QueueFull,
+    /// A read the answer builder does not emulate (see `answer::Unsupported`).
+    Unsupported,
+    /// A multipart request or reply.
+    Multipart,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 4] = [
+        SkipReason::NotSampled,
+        SkipReason::QueueFull,
+        SkipReason::Unsupported,
+        SkipReason::Multipart,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            SkipReason::NotSampled => "not_sampled",
+            SkipReason::QueueFull => "queue_full",
+            SkipReason::Unsupported => "unsupported",
+            SkipReason::Multipart => "multipart",
+        }
+    }
+}
+
 /// Why a delivery failed, besides the orchestrator's own error codes.
 pub const TRANSPORT_FAILURES: [&str; 3] = ["timeout", "unreachable", "bad_reply"];
 
@@ -124,6 +156,9 @@ pub(super) struct MirrorFamilies {
     outage: IntGaugeVec,
     stage: IntGaugeVec,
     mirror_percent: GaugeVec,
+    shadow_percent: GaugeVec,
+    comparisons: IntCounterVec,
+    skipped: IntCounterVec,
 }
 
 impl MirrorFamilies {
@@ -205,6 +240,22 @@ impl MirrorFamilies {
                 "memshift_mirror_percent",
                 "Share of keys whose writes are mirrored, in percent.",
             ),
+            shadow_percent: gauge(
+                "memshift_shadow_percent",
+                "Share of keys whose reads are compared in stage shadow, in percent.",
+            ),
+            comparisons: counter_vec(
+                registry,
+                "memshift_comparisons_total",
+                "Shadow comparisons of a legacy read with the orchestrator's legacy-shape answer, by outcome.",
+                &["agent", "action", "outcome"],
+            ),
+            skipped: counter_vec(
+                registry,
+                "memshift_shadow_skipped_total",
+                "Reads not compared, by reason (each is also a comparison with outcome skipped).",
+                &["agent", "reason"],
+            ),
         }
     }
 
@@ -236,6 +287,17 @@ impl MirrorFamilies {
                 )
             })
             .collect();
+        let reads = action_labels(agent.profile)
+            .filter(|(_, class)| *class == Class::Read)
+            .map(|(action, _)| {
+                let outcomes = Outcome::ALL.map(|o| {
+                    self.comparisons
+                        .with_label_values(&[name, action, o.as_label()])
+                });
+                let latency = backend_latency.with_label_values(&[name, "orchestrator", action]);
+                (action, ReadCounters { outcomes, latency })
+            })
+            .collect();
         let failures = crate::api::ErrorCode::ALL
             .iter()
             .map(|c| c.as_str())
@@ -244,6 +306,9 @@ impl MirrorFamilies {
             .collect();
         let m = MirrorMetrics {
             actions: writes,
+            reads,
+            skipped: SkipReason::ALL.map(|r| self.skipped.with_label_values(&[name, r.as_label()])),
+            shadow_percent: self.shadow_percent.with_label_values(&[name]),
             dropped: DropReason::ALL.map(|r| self.dropped.with_label_values(&[name, r.as_label()])),
             failures,
             lag: self.lag.with_label_values(&[name]),
@@ -252,7 +317,9 @@ impl MirrorFamilies {
             retrying: self.retrying.with_label_values(&[name]),
             dead: self.dead.with_label_values(&[name]),
             outage: self.outage.with_label_values(&[name]),
-            stages: Stage::ALL.map(|s| self.stage.with_label_values(&[name, s.name()])),
+            stages: Stage::ALL
+                .map(|s| self.stage.with_label_values(&[name, s.name()]))
+                .to_vec(),
             mirror_percent: self.mirror_percent.with_label_values(&[name]),
         };
         m.flags(&agent.flags);
@@ -266,9 +333,17 @@ struct ActionCounters {
     latency: Histogram,
 }
 
+struct ReadCounters {
+    outcomes: [IntCounter; 8],
+    latency: Histogram,
+}
+
 /// One agent's mirror metrics, shared by its forwarder, outbox writer and deliverer.
 pub struct MirrorMetrics {
     actions: HashMap<&'static str, ActionCounters>,
+    reads: HashMap<&'static str, ReadCounters>,
+    skipped: [IntCounter; 4],
+    shadow_percent: Gauge,
     dropped: [IntCounter; 4],
     failures: HashMap<&'static str, IntCounter>,
     pub lag: Histogram,
@@ -277,7 +352,7 @@ pub struct MirrorMetrics {
     pub retrying: IntGauge,
     pub dead: IntGauge,
     pub outage: IntGauge,
-    stages: [IntGauge; 2],
+    stages: Vec<IntGauge>,
     mirror_percent: Gauge,
 }
 
@@ -324,5 +399,28 @@ impl MirrorMetrics {
             gauge.set(i64::from(*stage == flags.stage));
         }
         self.mirror_percent.set(flags.mirror_percent.as_f64());
+        self.shadow_percent.set(flags.shadow_percent.as_f64());
+    }
+
+    /// Counts a comparison of a read (only read actions have series).
+    pub fn comparison(&self, action: &str, outcome: Outcome) {
+        if let Some(r) = self.reads.get(action) {
+            let i = Outcome::ALL.iter().position(|o| *o == outcome);
+            r.outcomes[i.expect("in ALL")].inc();
+        }
+    }
+
+    /// Counts a read that was not compared, as a `skipped` comparison and by reason.
+    pub fn skipped(&self, action: &str, reason: SkipReason) {
+        self.comparison(action, Outcome::Skipped);
+        let i = SkipReason::ALL.iter().position(|r| *r == reason);
+        self.skipped[i.expect("in ALL")].inc();
+    }
+
+    /// The time the orchestrator took to give everything a shadow read needed.
+    pub fn shadow_latency(&self, action: &str, seconds: f64) {
+        if let Some(r) = self.reads.get(action) {
+            r.latency.observe(seconds);
+        }
     }
 }

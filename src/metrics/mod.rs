@@ -10,7 +10,7 @@
 mod mirror;
 mod orchestrator;
 
-pub use mirror::{DeliveryOutcome, DropReason, MirrorMetrics, WriteOutcome};
+pub use mirror::{DeliveryOutcome, DropReason, MirrorMetrics, SkipReason, WriteOutcome};
 
 pub use orchestrator::{EmbeddingOutcome, OrchestratorMetrics};
 

@@ -24,6 +24,7 @@
 //! Settlements are written to the outbox in one transaction per loop turn.
 
 use super::Signal;
+use super::activity::KeyActivity;
 use crate::config::MirrorSettings;
 use crate::metrics::{DeliveryOutcome, MirrorMetrics};
 use crate::outbox::{Entry, Outbox, Settled};
@@ -75,6 +76,9 @@ pub struct Deliverer {
     next_check: Instant,
     next_stats: Instant,
     settled: Vec<Settled>,
+    /// The keys of the settlements of `settled` that end an entry (delivered, dead).
+    ended: Vec<String>,
+    activity: Option<Arc<KeyActivity>>,
     report: DeliveryReport,
     last_log: Option<Instant>,
     unlogged_failures: u64,
@@ -120,6 +124,8 @@ impl Deliverer {
             next_check: now,
             next_stats: now,
             settled: Vec::new(),
+            ended: Vec::new(),
+            activity: None,
             report: DeliveryReport::default(),
             last_log: None,
             unlogged_failures: 0,
@@ -170,6 +176,12 @@ impl Deliverer {
             }
             self.sleep(None, Some(deadline));
         }
+    }
+
+    /// Reports settled keys to `activity` (the proxy's shadow comparisons need them).
+    pub fn with_activity(mut self, activity: Arc<KeyActivity>) -> Deliverer {
+        self.activity = Some(activity);
+        self
     }
 
     pub fn report(&self) -> &DeliveryReport {
@@ -359,6 +371,7 @@ impl Deliverer {
             self.metrics.lag.observe(lag.as_secs_f64());
             self.report.delivered += 1;
             self.settled.push(Settled::Delivered { id: entry.id });
+            self.ended.push(entry.key);
             return;
         }
         self.metrics.failure(code);
@@ -445,6 +458,7 @@ impl Deliverer {
             attempts,
             reason,
         });
+        self.ended.push(entry.key);
     }
 
     fn enter_outage(&mut self, now: Instant) {
@@ -477,12 +491,16 @@ impl Deliverer {
                         Some(p.saturating_sub(gone))
                     });
                 self.next_check = Instant::now();
+                if let Some(activity) = &self.activity {
+                    self.ended.iter().for_each(|k| activity.settled(k));
+                }
             }
             // The entries stay as they were and are delivered again (idempotently).
             Err(e) => error!(agent = %self.agent, entries = self.settled.len(),
                 "recording deliveries in the outbox failed; they will be repeated: {e}"),
         }
         self.settled.clear();
+        self.ended.clear();
     }
 
     fn refresh_stats(&mut self) {

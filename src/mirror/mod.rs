@@ -16,15 +16,19 @@
 //! the order the agent applied them, the queue and the writer keep that order, and the
 //! deliverer never has two operations of a key out at once.
 
+mod activity;
 mod deliver;
+mod shadow;
 mod writer;
 
+pub use activity::KeyActivity;
 pub use deliver::{Deliverer, DeliveryReport};
 
-use crate::config::{AgentConfig, Durability, MirrorSettings};
+use crate::config::{AgentConfig, Durability, MirrorSettings, ShadowSettings};
 use crate::flags::Percent;
-use crate::metrics::{DropReason, MirrorMetrics, WriteOutcome};
+use crate::metrics::{DropReason, MirrorMetrics, SkipReason, WriteOutcome};
 use crate::outbox::{DeliveryLock, Outbox};
+use crate::profile::Class;
 use crate::wakeup::{self, WakeSender};
 use anyhow::{Context as _, anyhow};
 use chrono::{DateTime, Utc};
@@ -34,42 +38,54 @@ use std::sync::mpsc::{self, TrySendError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// One write as the legacy agent answered it, handed from the forwarder to the writer.
-pub struct Written {
-    /// The legacy action (a write action of the profile).
+/// One request and the legacy reply to it, handed from the forwarder to the writer: a
+/// write to mirror, or a read to compare.
+pub struct Exchange {
+    pub class: Class,
+    /// The legacy action (from the profile's table).
     pub action: &'static str,
     pub request: Vec<u8>,
     pub reply: Vec<u8>,
     /// When the forwarder saw the reply.
-    pub accepted_at: DateTime<Utc>,
-    /// `mirror_percent` when the request arrived.
+    pub at: DateTime<Utc>,
+    /// `mirror_percent` (a write) or `shadow_percent` (a read) when the request arrived.
     pub percent: Percent,
 }
 
 /// The forwarder's end of the hand-off queue.
 #[derive(Clone)]
 pub struct MirrorSender {
-    tx: mpsc::SyncSender<Written>,
+    tx: mpsc::SyncSender<Exchange>,
     metrics: Arc<MirrorMetrics>,
 }
 
 impl MirrorSender {
-    /// Hands a write over without waiting; a full queue (or a writer that is gone) drops
-    /// it, counted.
-    pub fn offer(&self, written: Written) {
-        let (written, reason) = match self.tx.try_send(written) {
+    /// Hands an exchange over without waiting; a full queue (or a writer that is gone)
+    /// drops it, counted.
+    pub fn offer(&self, exchange: Exchange) {
+        let (exchange, reason) = match self.tx.try_send(exchange) {
             Ok(()) => return,
-            Err(TrySendError::Full(w)) => (w, DropReason::QueueFull),
-            Err(TrySendError::Disconnected(w)) => (w, DropReason::OutboxError),
+            Err(TrySendError::Full(e)) => (e, DropReason::QueueFull),
+            Err(TrySendError::Disconnected(e)) => (e, DropReason::OutboxError),
         };
-        self.metrics.write(written.action, WriteOutcome::Dropped);
-        self.metrics.dropped(reason);
+        match exchange.class {
+            Class::Write => {
+                self.metrics.write(exchange.action, WriteOutcome::Dropped);
+                self.metrics.dropped(reason);
+            }
+            _ => self.metrics.skipped(exchange.action, SkipReason::QueueFull),
+        }
     }
 
-    /// Counts a write that cannot be mirrored because it is not one frame each way.
-    pub fn multipart(&self, action: &'static str) {
-        self.metrics.write(action, WriteOutcome::Dropped);
-        self.metrics.dropped(DropReason::Multipart);
+    /// Counts an exchange that cannot be mirrored or compared because it is not one frame
+    /// each way.
+    pub fn multipart(&self, action: &'static str, class: Class) {
+        if class == Class::Write {
+            self.metrics.write(action, WriteOutcome::Dropped);
+            self.metrics.dropped(DropReason::Multipart);
+        } else {
+            self.metrics.skipped(action, SkipReason::Multipart);
+        }
     }
 }
 
@@ -82,15 +98,17 @@ pub enum Signal {
     Stop { grace: Duration },
 }
 
-/// The writer and deliverer of one agent.
+/// The writer, deliverer and shadow reader of one agent.
 pub struct RunningMirror {
     agent: String,
     writer: JoinHandle<()>,
     deliverer: JoinHandle<()>,
+    shadow: JoinHandle<()>,
     signal: WakeSender<Signal>,
+    shadow_signal: WakeSender<shadow::ShadowMessage>,
 }
 
-/// Opens `agent`'s outbox and starts its writer and deliverer.
+/// Opens `agent`'s outbox and starts its writer, deliverer and shadow reader.
 ///
 /// # Errors
 /// The outbox cannot be opened or created, another process is delivering it, or a thread
@@ -99,6 +117,7 @@ pub fn start(
     ctx: &zmq::Context,
     agent: &AgentConfig,
     settings: &MirrorSettings,
+    shadow_settings: &ShadowSettings,
     metrics: Arc<MirrorMetrics>,
 ) -> anyhow::Result<(MirrorSender, RunningMirror)> {
     let path = Outbox::path(&settings.data_dir, &agent.name);
@@ -109,6 +128,26 @@ pub fn start(
     let deliverer_outbox = Outbox::open(&path, Durability::Normal)?;
     let stats = deliverer_outbox.stats(Utc::now())?;
     let pending = Arc::new(AtomicU64::new(stats.pending));
+    let activity = Arc::new(KeyActivity::new());
+    for (key, n) in deliverer_outbox.pending_keys()? {
+        activity.restored(&key, n);
+    }
+    let (shadow_signal, shadow_rx) =
+        wakeup::channel().context("creating the shadow reader's wake pipe")?;
+    let (reader, shadow_tx) = shadow::ShadowReader::new(
+        ctx,
+        &agent.name,
+        agent.profile,
+        settings.orchestrator.as_str(),
+        shadow_settings.clone(),
+        activity.clone(),
+        metrics.clone(),
+        shadow_signal.clone(),
+    )?;
+    let shadow = std::thread::Builder::new()
+        .name(format!("shadow-{}", agent.name))
+        .spawn(move || reader.run(shadow_rx))
+        .context("spawning the shadow reader")?;
     let (signal, signal_rx) = wakeup::channel().context("creating the mirror's wake pipe")?;
     let (tx, rx) = mpsc::sync_channel(settings.queue);
 
@@ -119,7 +158,8 @@ pub fn start(
         settings.clone(),
         pending.clone(),
         metrics.clone(),
-    )?;
+    )?
+    .with_activity(activity.clone());
     let nice = settings.nice;
     let deliverer = std::thread::Builder::new()
         .name(format!("mirror-{}", agent.name))
@@ -137,6 +177,8 @@ pub fn start(
         pending,
         metrics: metrics.clone(),
         wake: signal.clone(),
+        activity,
+        shadow: shadow_tx,
     };
     let writer = std::thread::Builder::new()
         .name(format!("outbox-{}", agent.name))
@@ -153,7 +195,9 @@ pub fn start(
             agent: agent.name.clone(),
             writer,
             deliverer,
+            shadow,
             signal,
+            shadow_signal,
         },
     ))
 }
@@ -184,10 +228,12 @@ impl RunningMirror {
     /// A thread panicked.
     pub fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
         let writer = self.writer.join();
+        self.shadow_signal.send(shadow::ShadowMessage::Stop);
         self.signal.send(Signal::Stop { grace });
+        let shadow = self.shadow.join();
         let deliverer = self.deliverer.join();
-        match (writer, deliverer) {
-            (Ok(()), Ok(())) => Ok(()),
+        match (writer, deliverer, shadow) {
+            (Ok(()), Ok(()), Ok(())) => Ok(()),
             _ => Err(anyhow!("the mirror of {} panicked", self.agent)),
         }
     }

@@ -1,12 +1,19 @@
 //! The outbox writer: accepted writes in, outbox entries out, a batch per transaction.
 
-use super::{Signal, Written};
+use super::activity::KeyActivity;
+use super::shadow::{Sample, ShadowSender};
+use super::{Exchange, Signal};
+use crate::answer::{self, Prepared};
+use crate::compare;
+use crate::metrics::SkipReason;
 use crate::metrics::{DropReason, MirrorMetrics, WriteOutcome};
 use crate::outbox::{NewEntry, Outbox};
+use crate::profile::Class;
 use crate::profile::Profile;
 use crate::translate::{self, Verdict};
 use crate::wakeup::WakeSender;
 use chrono::Utc;
+use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
@@ -34,11 +41,13 @@ pub(super) struct Writer {
     pub pending: Arc<AtomicU64>,
     pub metrics: Arc<MirrorMetrics>,
     pub wake: WakeSender<Signal>,
+    pub activity: Arc<KeyActivity>,
+    pub shadow: ShadowSender,
 }
 
 impl Writer {
     /// Runs until every sender is gone and the queue is empty.
-    pub fn run(mut self, rx: Receiver<Written>) {
+    pub fn run(mut self, rx: Receiver<Exchange>) {
         let mut last_log: Option<Instant> = None;
         while let Ok(first) = rx.recv() {
             std::thread::sleep(GROUP_COMMIT);
@@ -54,8 +63,53 @@ impl Writer {
         }
     }
 
-    /// Translates and appends one batch. Returns what went wrong, for a throttled log.
-    fn write(&mut self, batch: Vec<Written>) -> Option<Problem> {
+    /// Appends the batch's writes, then samples its reads (so that a read's key activity
+    /// includes every write answered before it). Returns what went wrong, for a throttled
+    /// log.
+    fn write(&mut self, batch: Vec<Exchange>) -> Option<Problem> {
+        let (writes, reads): (Vec<Exchange>, Vec<Exchange>) =
+            batch.into_iter().partition(|e| e.class == Class::Write);
+        let problem = self.append(writes);
+        for read in reads {
+            self.sample(read);
+        }
+        problem
+    }
+
+    /// A read to compare: answered at once when the legacy agent would not look at its
+    /// store, otherwise queued for the shadow reader.
+    fn sample(&self, read: Exchange) {
+        let Ok(request) = serde_json::from_slice::<Value>(&read.request) else {
+            return self.metrics.skipped(read.action, SkipReason::Unsupported);
+        };
+        match answer::prepare(self.profile, &request) {
+            Prepared::NotARead => {}
+            Prepared::Unsupported(_) => self.metrics.skipped(read.action, SkipReason::Unsupported),
+            Prepared::Immediate(shadow) => {
+                let verdict = compare::compare(self.profile, &read.reply, &shadow, false);
+                self.metrics.comparison(read.action, verdict.outcome);
+            }
+            Prepared::Fetch { key, queries } => {
+                if !read.percent.includes(&key) {
+                    return self.metrics.skipped(read.action, SkipReason::NotSampled);
+                }
+                let sample = Sample {
+                    action: read.action,
+                    snapshot: self.activity.snapshot(&key),
+                    key,
+                    request,
+                    legacy: read.reply,
+                    queries,
+                };
+                if !self.shadow.offer(sample) {
+                    self.metrics.skipped(read.action, SkipReason::QueueFull);
+                }
+            }
+        }
+    }
+
+    /// Translates and appends writes, in one transaction.
+    fn append(&mut self, batch: Vec<Exchange>) -> Option<Problem> {
         let mut entries = Vec::new();
         let mut queued = Vec::new();
         let mut dropped: Vec<(String, &'static str)> = Vec::new();
@@ -91,7 +145,7 @@ impl Writer {
                 key: mirror.key.clone(),
                 action: w.action,
                 op,
-                accepted_at: w.accepted_at,
+                accepted_at: w.at,
             }));
         }
         if !entries.is_empty() {
@@ -99,6 +153,9 @@ impl Writer {
                 Ok(()) => {
                     self.pending
                         .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    for e in &entries {
+                        self.activity.appended(&e.key, 1);
+                    }
                     for (action, _) in &queued {
                         self.metrics.write(action, WriteOutcome::Queued);
                     }

@@ -485,6 +485,22 @@ impl Outbox {
         tx.commit().map_err(sqlite(&self.path))
     }
 
+    /// Pending entries per key, for the mirror's key activity at start-up.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub fn pending_keys(&self) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, count(*) FROM entries WHERE dead_at IS NULL GROUP BY key")
+            .map_err(sqlite(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sqlite(&self.path))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(sqlite(&self.path))
+    }
+
     /// Counts of pending, retrying, dead and dropped.
     ///
     /// # Errors

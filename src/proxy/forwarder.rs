@@ -18,7 +18,7 @@ use crate::config::{AgentConfig, ProxySettings};
 use crate::flags::SharedFlags;
 use crate::guard;
 use crate::metrics::{AgentMetrics, Outcome};
-use crate::mirror::{MirrorSender, Written};
+use crate::mirror::{Exchange, MirrorSender};
 use crate::profile::Class;
 use crate::profile::Profile;
 use crate::wakeup::WakeReceiver;
@@ -285,26 +285,26 @@ impl Forwarder {
         self.forward(token, body, pending)
     }
 
-    /// A copy of the request, if it is a write the current stage mirrors. (Whether its key
-    /// is in `mirror_percent` is the writer's business: finding the key means parsing.)
+    /// A copy of the request, if it is a write the current stage mirrors or a read it
+    /// shadows, with the share of keys that applies. (Whether the request's key is in that
+    /// share is the mirror's business: finding the key means parsing.)
     fn mirror_copy(
         &self,
         classified: &Classified,
         body: &[Message],
     ) -> Option<(Vec<u8>, crate::flags::Percent)> {
         let mirror = self.mirror.as_ref()?;
-        if classified.class != Class::Write {
-            return None;
-        }
         let flags = self.flags.load();
-        if !flags.stage.mirrors_writes() {
-            return None;
-        }
+        let percent = match classified.class {
+            Class::Write if flags.stage.mirrors_writes() => flags.mirror_percent,
+            Class::Read if flags.stage.shadows_reads() => flags.shadow_percent,
+            _ => return None,
+        };
         if body.len() != 1 {
-            mirror.multipart(action_name(self.profile, classified));
+            mirror.multipart(action_name(self.profile, classified), classified.class);
             return None;
         }
-        Some((body[0].to_vec(), flags.mirror_percent))
+        Some((body[0].to_vec(), percent))
     }
 
     fn refuse(
@@ -407,18 +407,19 @@ impl Forwarder {
         debug!(agent = %self.name, token, legacy_us = (received - pending.forwarded).as_micros() as u64, delivered, "reply");
         self.metrics.proxy_added.observe(added.as_secs_f64());
         if let (Some((request, percent, reply)), Some(mirror)) = (mirrored, &self.mirror) {
-            let action = classify::action_labels(self.profile)
+            let (action, class) = classify::action_labels(self.profile)
                 .nth(pending.slot)
-                .map_or("?", |(name, _)| name);
+                .unwrap_or(("?", Class::Other));
             match reply {
-                Some(reply) => mirror.offer(Written {
+                Some(reply) => mirror.offer(Exchange {
+                    class,
                     action,
                     request,
                     reply,
-                    accepted_at: chrono::Utc::now(),
+                    at: chrono::Utc::now(),
                     percent,
                 }),
-                None => mirror.multipart(action),
+                None => mirror.multipart(action, class),
             }
         }
         Ok(())

@@ -81,8 +81,9 @@ fn start_agent(
     let flags = flags::shared(agent.flags);
     let (mirror_tx, mirror) = if agent.flags.stage.mirrors_writes() {
         let mirror_metrics = Arc::new(metrics.mirror(agent));
-        let (tx, running) = mirror::start(&ctx, agent, &config.mirror, mirror_metrics)
-            .with_context(|| format!("agent {}: starting the mirror", agent.name))?;
+        let (tx, running) =
+            mirror::start(&ctx, agent, &config.mirror, &config.shadow, mirror_metrics)
+                .with_context(|| format!("agent {}: starting the mirror", agent.name))?;
         (Some(tx), Some(running))
     } else {
         metrics.mirror(agent);

@@ -1,0 +1,98 @@
+//! Which keys have mirrored writes in flight: what tells a `race` from a `mismatch`.
+//!
+//! Keys are hashed into a fixed number of buckets, each with two counters: operations
+//! appended to the outbox and not yet settled (`pending`), and operations ever appended
+//! (`appended`). The writer counts appends, the deliverer settlements. A read raced its
+//! key's writes when the bucket had pending operations when the legacy agent answered it,
+//! or got new ones before the comparison. Buckets shared by several keys can only make a
+//! comparison a `race` that was not one, never hide a mismatch behind a match; and the
+//! memory is fixed however many keys there are.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use xxhash_rust::xxh3::xxh3_64;
+
+const BUCKETS: usize = 1 << 16;
+
+pub struct KeyActivity {
+    pending: Box<[AtomicI64]>,
+    appended: Box<[AtomicU64]>,
+}
+
+/// A key's bucket counters at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    bucket: usize,
+    pending: i64,
+    appended: u64,
+}
+
+impl KeyActivity {
+    pub fn new() -> KeyActivity {
+        KeyActivity {
+            pending: (0..BUCKETS).map(|_| AtomicI64::new(0)).collect(),
+            appended: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn bucket(key: &str) -> usize {
+        (xxh3_64(key.as_bytes()) % BUCKETS as u64) as usize
+    }
+
+    /// `n` operations of `key` appended to the outbox.
+    pub fn appended(&self, key: &str, n: u64) {
+        let b = Self::bucket(key);
+        self.pending[b].fetch_add(n as i64, Ordering::SeqCst);
+        self.appended[b].fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// `n` operations of `key` found pending in the outbox at start-up.
+    pub fn restored(&self, key: &str, n: u64) {
+        self.pending[Self::bucket(key)].fetch_add(n as i64, Ordering::SeqCst);
+    }
+
+    /// One operation of `key` delivered or dead-lettered.
+    pub fn settled(&self, key: &str) {
+        self.pending[Self::bucket(key)].fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn snapshot(&self, key: &str) -> Snapshot {
+        let bucket = Self::bucket(key);
+        Snapshot {
+            bucket,
+            pending: self.pending[bucket].load(Ordering::SeqCst),
+            appended: self.appended[bucket].load(Ordering::SeqCst),
+        }
+    }
+
+    /// Whether a read whose key was at `then` raced its writes.
+    pub fn raced(&self, then: Snapshot) -> bool {
+        then.pending > 0 || self.appended[then.bucket].load(Ordering::SeqCst) != then.appended
+    }
+}
+
+impl Default for KeyActivity {
+    fn default() -> Self {
+        KeyActivity::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_races_pending_writes_and_writes_appended_after_it() {
+        let a = KeyActivity::new();
+        let quiet = a.snapshot("s1");
+        assert!(!a.raced(quiet));
+        a.appended("s1", 2);
+        assert!(a.raced(quiet), "a write appended after the read");
+        let busy = a.snapshot("s1");
+        assert!(a.raced(busy), "writes still pending");
+        a.settled("s1");
+        a.settled("s1");
+        let settled = a.snapshot("s1");
+        assert!(!a.raced(settled));
+        assert!(!a.raced(a.snapshot("another key")));
+    }
+}
