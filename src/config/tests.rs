@@ -280,6 +280,7 @@ fn the_shipped_reference_file_holds_the_defaults() {
     let config = from_figment(&figment, path.display().to_string()).expect("valid");
     assert_eq!(config.proxy, ProxySettings::default());
     assert_eq!(config.mirror, MirrorSettings::default());
+    assert_eq!(config.shadow, ShadowSettings::default());
     assert_eq!(config.orchestrator, OrchestratorSettings::default());
     assert_eq!(config.embedding, EmbeddingSettings::default());
     for agent in &config.agents {
