@@ -251,6 +251,58 @@ fn a_row_altered_in_postgres_is_a_mismatch_at_the_right_path() {
         !line.contains("altered") && !line.contains("line 1"),
         "no contents in logs: {line}"
     );
+    // The sample is in PostgreSQL, redacted: its shape and the paths, not the contents.
+    wait_for("the mismatch sample", TIMEOUT, || {
+        (db.scalar("SELECT count(*) FROM shadow_mismatches") == 1).then_some(())
+    });
+    let row = db.texts(
+        "SELECT json_build_array(agent, action, key, paths, redacted, request, legacy_reply, shadow_reply)::text
+         FROM shadow_mismatches",
+    );
+    let row: Value = serde_json::from_str(&row[0]).unwrap();
+    assert_eq!(row[0], "session_memory");
+    assert_eq!(row[1], "get_context");
+    assert_eq!(row[2], "s");
+    assert_eq!(row[3], json!(["context[1].content"]));
+    assert_eq!(row[4], true);
+    assert_eq!(row[5]["action"], "get_context");
+    assert_eq!(row[5]["session_id"], "<redacted>");
+    assert_eq!(row[6]["context"][1]["content"], "<redacted>");
+    assert_eq!(row[7]["status"], "success");
+    let text = row.to_string();
+    assert!(
+        !text.contains("altered") && !text.contains("line "),
+        "{text}"
+    );
+}
+
+#[test]
+fn mismatch_samples_are_kept_within_their_retention() {
+    let mut db = TestDb::new();
+    let orch = Orchestrator::start(&db, "mismatch_max_rows = 2", "");
+    let ctx = zmq::Context::new();
+    let mut c = orch.client(&ctx);
+    for i in 0..4 {
+        let id = c.ok(
+            "record_mismatch",
+            None,
+            json!({"agent": "a", "action": "get_context", "key": format!("k{i}"), "paths": ["x"], "request": {}}),
+        );
+        assert!(id["id"].as_i64().is_some());
+    }
+    let err = c.err(
+        "record_mismatch",
+        None,
+        json!({"agent": "a", "action": "x"}),
+    );
+    assert_eq!(err, "invalid_request");
+    wait_for("the oldest samples pruned", TIMEOUT, || {
+        (db.scalar("SELECT count(*) FROM shadow_mismatches") == 2).then_some(())
+    });
+    assert_eq!(
+        db.texts("SELECT key FROM shadow_mismatches ORDER BY id"),
+        ["k2", "k3"]
+    );
 }
 
 #[test]

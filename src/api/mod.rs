@@ -24,10 +24,12 @@ pub enum Action {
     Summarize,
     /// (ext)
     Health,
+    /// (ext) A proxy's sample of a shadow comparison that differed.
+    RecordMismatch,
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Create,
         Action::Read,
         Action::Update,
@@ -39,6 +41,7 @@ impl Action {
         Action::BulkDelete,
         Action::Summarize,
         Action::Health,
+        Action::RecordMismatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +57,7 @@ impl Action {
             Action::BulkDelete => "bulk_delete",
             Action::Summarize => "summarize",
             Action::Health => "health",
+            Action::RecordMismatch => "record_mismatch",
         }
     }
 

@@ -105,6 +105,10 @@ pub async fn run_orchestrator(config: Config, shutdown: CancellationToken) -> an
         tokio::spawn(sweeper::run(
             store.clone(),
             config.orchestrator.expiry_sweep_interval,
+            sweeper::Retention {
+                max_age: config.orchestrator.mismatch_retention,
+                max_rows: config.orchestrator.mismatch_max_rows,
+            },
             metrics.clone(),
             background.clone(),
         )),

@@ -193,6 +193,25 @@ fn diff(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
     out.truncate(MAX_PATHS);
 }
 
+/// `v` with every string and number replaced by a marker: the shape of a reply without its
+/// contents, for mismatch samples. `status` and `action` values (the protocol's own words)
+/// are kept.
+pub fn redact(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let keep = matches!(k.as_str(), "status" | "action") && v.is_string();
+                    (k.clone(), if keep { v.clone() } else { redact(v) })
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        Value::String(_) | Value::Number(_) => Value::String("<redacted>".to_owned()),
+        other => other.clone(),
+    }
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()

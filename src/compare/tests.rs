@@ -70,3 +70,12 @@ fn a_summary_cut_by_an_earlier_read_is_tolerated_but_other_changes_are_not() {
     assert_eq!(v.outcome, Outcome::Mismatch);
     assert_eq!(v.paths, ["conversation_summary"]);
 }
+
+#[test]
+fn redaction_keeps_the_shape_and_the_protocol_words_only() {
+    let reply = json!({"status": "success", "context": [{"role": "user", "content": "secret", "n": 4, "ok": true, "none": null}], "request_id": "r"});
+    assert_eq!(
+        redact(&reply),
+        json!({"status": "success", "context": [{"role": "<redacted>", "content": "<redacted>", "n": "<redacted>", "ok": true, "none": null}], "request_id": "<redacted>"})
+    );
+}

@@ -140,6 +140,9 @@ pub struct ShadowSettings {
     pub max_in_flight: usize,
     /// Sampled reads waiting to be fetched; past it a read is skipped (counted).
     pub queue: usize,
+    /// Keep the request and both replies of a mismatch sample as they were; by default
+    /// they are stored redacted (their shape, not their contents: users' memories).
+    pub record_contents: bool,
 }
 
 impl Default for ShadowSettings {
@@ -148,6 +151,7 @@ impl Default for ShadowSettings {
             timeout: Duration::from_secs(2),
             max_in_flight: 16,
             queue: 1_000,
+            record_contents: false,
         }
     }
 }
@@ -161,6 +165,9 @@ pub(super) fn read_shadow(value: Option<&Value>, errors: &mut Errors) -> ShadowS
             parse_count(s, 1, 1_000)
         }),
         queue: t.parse("queue", d.queue, errors, |s| parse_count(s, 1, 1_000_000)),
+        record_contents: t
+            .get("record_contents", errors)
+            .unwrap_or(d.record_contents),
     };
     if settings.timeout.is_zero() {
         errors.push("shadow.timeout", value, "must be above zero");

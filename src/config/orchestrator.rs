@@ -112,8 +112,12 @@ pub struct OrchestratorSettings {
     pub migrate_on_start: bool,
     /// Write `memory_access_logs` rows for reads and writes of single memories.
     pub access_log: bool,
-    /// How often expired entries are deleted for good.
+    /// How often expired entries (and old mismatch samples) are deleted for good.
     pub expiry_sweep_interval: Duration,
+    /// Mismatch samples older than this are deleted.
+    pub mismatch_retention: Duration,
+    /// Mismatch samples kept at most (the oldest go first).
+    pub mismatch_max_rows: u64,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
 }
@@ -130,6 +134,8 @@ impl Default for OrchestratorSettings {
             migrate_on_start: true,
             access_log: true,
             expiry_sweep_interval: Duration::from_secs(60),
+            mismatch_retention: Duration::from_secs(30 * 24 * 3600),
+            mismatch_max_rows: 100_000,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -249,6 +255,15 @@ pub(super) fn read_orchestrator(
             errors,
             parse_duration,
         ),
+        mismatch_retention: t.parse(
+            "mismatch_retention",
+            d.mismatch_retention,
+            errors,
+            parse_duration,
+        ),
+        mismatch_max_rows: t.parse("mismatch_max_rows", d.mismatch_max_rows, errors, |s| {
+            parse_count(s, 1, 1_000_000_000).map(|n| n as u64)
+        }),
         shutdown_grace: t.parse("shutdown_grace", d.shutdown_grace, errors, parse_duration),
     };
     t.finish(errors);

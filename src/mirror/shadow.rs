@@ -295,6 +295,9 @@ impl ShadowReader {
                 let raced = self.activity.raced(f.sample.snapshot);
                 let verdict = compare::compare(self.profile, &f.sample.legacy, &shadow, raced);
                 self.outcome(&f, verdict.outcome, &verdict.paths);
+                if verdict.outcome == Outcome::Mismatch {
+                    self.record(&f.sample, &verdict.paths, &shadow);
+                }
             }
             Err(_) => self
                 .metrics
@@ -311,6 +314,32 @@ impl ShadowReader {
             Outcome::Match => {}
             other => debug!(agent = %self.agent, action = f.sample.action,
                 key = %f.sample.key, outcome = other.as_label(), ?paths, "shadow comparison"),
+        }
+    }
+
+    /// Sends a mismatch sample to the orchestrator's store (fire and forget: its answer is
+    /// not waited for, and a sample that cannot be sent is only counted).
+    fn record(&mut self, sample: &Sample, paths: &[String], shadow: &Value) {
+        let legacy = serde_json::from_slice::<Value>(&sample.legacy).unwrap_or(Value::Null);
+        let keep = self.settings.record_contents;
+        let shown = |v: &Value| if keep { v.clone() } else { compare::redact(v) };
+        let paths: Vec<String> = paths.iter().map(|p| p.chars().take(64).collect()).collect();
+        self.next_request += 1;
+        let body = json!({
+            "action": "record_mismatch",
+            "request_id": format!("record/{}/{}", self.agent, self.next_request),
+            "payload": {
+                "agent": self.agent, "action": sample.action, "key": sample.key,
+                "paths": paths, "request": shown(&sample.request),
+                "legacy_reply": shown(&legacy), "shadow_reply": shown(shadow), "redacted": !keep,
+            },
+        });
+        let sent = self
+            .socket
+            .send("", zmq::SNDMORE | zmq::DONTWAIT)
+            .and_then(|()| self.socket.send(body.to_string().as_bytes(), zmq::DONTWAIT));
+        if let Err(e) = sent {
+            debug!(agent = %self.agent, "mismatch sample not recorded: {e}");
         }
     }
 

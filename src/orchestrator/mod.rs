@@ -10,6 +10,7 @@
 //!
 //! The process around them (start-up, shutdown) is [`crate::app::run_orchestrator`].
 
+mod comparisons;
 pub mod dispatch;
 mod memories;
 mod queries;

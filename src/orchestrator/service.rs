@@ -1,7 +1,7 @@
 //! The actions of the API, on top of the store: validate the payload, run the query,
 //! shape the reply's `data`.
 
-use super::{memories, queries, search, sessions};
+use super::{comparisons, memories, queries, search, sessions};
 use crate::api::{Action, ApiError, ErrorCode, Request};
 use crate::config::{EmbeddingSettings, OrchestratorSettings};
 use crate::embed::Embedder;
@@ -41,6 +41,7 @@ impl Service {
             Action::CreateSession => sessions::create(self, req).await,
             Action::EndSession => sessions::end(self, req).await,
             Action::Health => Ok(self.health().await),
+            Action::RecordMismatch => comparisons::record(self, req).await,
         }
     }
 

@@ -12,10 +12,18 @@ use tracing::{debug, warn};
 /// Rows per statement, so a large backlog never holds long locks.
 const BATCH: i64 = 1000;
 
+/// How much mismatch history to keep.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_rows: u64,
+}
+
 /// Sweeps every `interval` until `shutdown`.
 pub async fn run(
     store: Store,
     interval: Duration,
+    retention: Retention,
     metrics: Arc<OrchestratorMetrics>,
     shutdown: CancellationToken,
 ) {
@@ -32,6 +40,14 @@ pub async fn run(
                 }
             }
             Err(e) => warn!(error = %e, "expiry sweep failed; will retry"),
+        }
+        match store
+            .prune_mismatches(retention.max_age, retention.max_rows)
+            .await
+        {
+            Ok(n) if n > 0 => debug!(deleted = n, "old mismatch samples deleted"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "pruning mismatch samples failed; will retry"),
         }
     }
 }

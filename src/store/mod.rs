@@ -5,6 +5,7 @@
 //! time, so building memshift needs no database.
 
 mod access_log;
+mod comparisons;
 mod embeddings;
 mod entry;
 mod filter;
@@ -14,6 +15,7 @@ mod search;
 mod sessions;
 
 pub use access_log::AccessLogRecord;
+pub use comparisons::MismatchRecord;
 pub use embeddings::{Lease, QueueItem};
 pub use entry::{Entry, timestamp as entry_timestamp};
 pub use filter::{Filter, Sort, SortField};
