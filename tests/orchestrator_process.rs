@@ -195,9 +195,14 @@ fn migrate_applies_the_schema_with_the_configured_dimension_twice_harmlessly() {
         indexes[0].contains("vector(64)") && indexes[0].contains("'small-model'"),
         "{indexes:?}"
     );
+    let migrations = std::fs::read_dir(repo().join("migrations"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
+        .count() as i64;
     assert_eq!(
         db.scalar("SELECT count(*) FROM _sqlx_migrations WHERE success"),
-        1
+        migrations,
+        "each migration applied once"
     );
     // No database: a clear error, exit 1.
     let out = run_memshift("migrate", "", None);
