@@ -23,16 +23,21 @@ pub enum Stage {
     /// Mirrored writes, and a sample of reads asked of the orchestrator too (off the
     /// primary path) and compared with the legacy reply.
     Shadow,
+    /// Mirrored writes; the orchestrator answers the reads of `read_percent` of keys in
+    /// the legacy shape (legacy on an error or past the time budget); the other reads are
+    /// compared as in `shadow`.
+    Live,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::Off, Stage::DualWrite, Stage::Shadow];
+    pub const ALL: [Stage; 4] = [Stage::Off, Stage::DualWrite, Stage::Shadow, Stage::Live];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Off => "off",
             Stage::DualWrite => "dualwrite",
             Stage::Shadow => "shadow",
+            Stage::Live => "live",
         }
     }
 
@@ -53,9 +58,14 @@ impl Stage {
         self != Stage::Off
     }
 
-    /// Whether reads are also asked of the orchestrator and compared.
+    /// Whether reads answered by legacy are also asked of the orchestrator and compared.
     pub fn shadows_reads(self) -> bool {
-        self == Stage::Shadow
+        matches!(self, Stage::Shadow | Stage::Live)
+    }
+
+    /// Whether the orchestrator answers reads (for `read_percent` of keys).
+    pub fn serves_reads(self) -> bool {
+        self == Stage::Live
     }
 }
 
@@ -116,8 +126,11 @@ pub struct AgentFlags {
     pub stage: Stage,
     /// Share of keys whose writes are mirrored (in stages that mirror).
     pub mirror_percent: Percent,
-    /// Share of keys whose reads are compared (in `shadow`).
+    /// Share of keys whose reads are compared (in `shadow`, and `live` for the reads
+    /// legacy answers).
     pub shadow_percent: Percent,
+    /// Share of keys whose reads the orchestrator answers (in `live`).
+    pub read_percent: Percent,
 }
 
 impl Default for AgentFlags {
@@ -126,6 +139,7 @@ impl Default for AgentFlags {
             stage: Stage::Off,
             mirror_percent: Percent::ALL,
             shadow_percent: Percent::ALL,
+            read_percent: Percent::NONE,
         }
     }
 }

@@ -175,3 +175,33 @@ pub(super) fn read_shadow(value: Option<&Value>, errors: &mut Errors) -> ShadowS
     t.finish(errors);
     settings
 }
+
+/// `[live]`: reads answered by the orchestrator (stage `live`). Every key needs a restart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveSettings {
+    /// The time budget of a read the orchestrator answers: past it, the read is sent to
+    /// the legacy agent instead (a fallback, counted), so a client waits at most this long
+    /// on top of the legacy agent's own time.
+    pub timeout: Duration,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        LiveSettings {
+            timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+pub(super) fn read_live(value: Option<&Value>, errors: &mut Errors) -> LiveSettings {
+    let d = LiveSettings::default();
+    let mut t = Table::new("live", value, errors);
+    let settings = LiveSettings {
+        timeout: t.parse("timeout", d.timeout, errors, parse_duration),
+    };
+    if settings.timeout.is_zero() {
+        errors.push("live.timeout", value, "must be above zero");
+    }
+    t.finish(errors);
+    settings
+}

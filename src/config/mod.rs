@@ -11,7 +11,7 @@ mod mirror;
 mod orchestrator;
 mod reader;
 
-pub use mirror::{Durability, MirrorSettings, ShadowSettings};
+pub use mirror::{Durability, LiveSettings, MirrorSettings, ShadowSettings};
 
 pub use orchestrator::{
     DatabaseSettings, DatabaseUrl, EmbeddingProvider, EmbeddingSettings, OrchestratorSettings,
@@ -49,6 +49,7 @@ pub struct Config {
     pub embedding: EmbeddingSettings,
     pub mirror: MirrorSettings,
     pub shadow: ShadowSettings,
+    pub live: LiveSettings,
 }
 
 /// `[proxy]`: how every forwarder behaves.
@@ -258,6 +259,7 @@ pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigE
     let embedding = orchestrator::read_embedding(root.value("embedding"), &mut errors);
     let mirror = mirror::read_mirror(root.value("mirror"), &mut errors);
     let shadow = mirror::read_shadow(root.value("shadow"), &mut errors);
+    let live = mirror::read_live(root.value("live"), &mut errors);
     root.finish(&mut errors);
     if !errors.list.is_empty() {
         return Err(ConfigErrors(errors.list));
@@ -272,6 +274,7 @@ pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigE
         embedding,
         mirror,
         shadow,
+        live,
     })
 }
 
@@ -378,6 +381,7 @@ fn read_agent(path: String, value: &Value, errors: &mut Errors) -> Option<AgentC
         stage: t.parse("stage", d.stage, errors, Stage::parse),
         mirror_percent: t.parse("mirror_percent", d.mirror_percent, errors, Percent::parse),
         shadow_percent: t.parse("shadow_percent", d.shadow_percent, errors, Percent::parse),
+        read_percent: t.parse("read_percent", d.read_percent, errors, Percent::parse),
     };
     t.finish(errors);
     if let (Some(l), Some(g)) = (&listen, &legacy)

@@ -133,6 +133,15 @@ impl SkipReason {
     }
 }
 
+/// Why a live read went to legacy after all (`mirror::Fallback` labels).
+pub const FALLBACK_REASONS: [&str; 5] = [
+    "error",
+    "timeout",
+    "unsupported",
+    "pending_writes",
+    "queue_full",
+];
+
 /// Why a delivery failed, besides the orchestrator's own error codes.
 pub const TRANSPORT_FAILURES: [&str; 3] = ["timeout", "unreachable", "bad_reply"];
 
@@ -159,6 +168,9 @@ pub(super) struct MirrorFamilies {
     shadow_percent: GaugeVec,
     comparisons: IntCounterVec,
     skipped: IntCounterVec,
+    served: IntCounterVec,
+    fallbacks: IntCounterVec,
+    inconsistency: GaugeVec,
 }
 
 impl MirrorFamilies {
@@ -256,6 +268,22 @@ impl MirrorFamilies {
                 "Reads not compared, by reason (each is also a comparison with outcome skipped).",
                 &["agent", "reason"],
             ),
+            served: counter_vec(
+                registry,
+                "memshift_served_total",
+                "Reads answered to clients in a mirroring stage, by the backend that answered.",
+                &["agent", "action", "backend"],
+            ),
+            fallbacks: counter_vec(
+                registry,
+                "memshift_live_fallbacks_total",
+                "Live reads answered by legacy after all, by reason.",
+                &["agent", "reason"],
+            ),
+            inconsistency: gauge(
+                "memshift_inconsistency_ratio",
+                "Mismatches over matches plus mismatches since start-up (DESIGN.md's 0.1 % trigger; races, drift, errors and skips excluded).",
+            ),
         }
     }
 
@@ -295,7 +323,16 @@ impl MirrorFamilies {
                         .with_label_values(&[name, action, o.as_label()])
                 });
                 let latency = backend_latency.with_label_values(&[name, "orchestrator", action]);
-                (action, ReadCounters { outcomes, latency })
+                let served = ["legacy", "orchestrator"]
+                    .map(|b| self.served.with_label_values(&[name, action, b]));
+                (
+                    action,
+                    ReadCounters {
+                        outcomes,
+                        latency,
+                        served,
+                    },
+                )
             })
             .collect();
         let failures = crate::api::ErrorCode::ALL
@@ -309,6 +346,12 @@ impl MirrorFamilies {
             reads,
             skipped: SkipReason::ALL.map(|r| self.skipped.with_label_values(&[name, r.as_label()])),
             shadow_percent: self.shadow_percent.with_label_values(&[name]),
+            fallbacks: FALLBACK_REASONS
+                .map(|r| (r, self.fallbacks.with_label_values(&[name, r])))
+                .into_iter()
+                .collect(),
+            inconsistency: self.inconsistency.with_label_values(&[name]),
+            compared: Default::default(),
             dropped: DropReason::ALL.map(|r| self.dropped.with_label_values(&[name, r.as_label()])),
             failures,
             lag: self.lag.with_label_values(&[name]),
@@ -336,6 +379,8 @@ struct ActionCounters {
 struct ReadCounters {
     outcomes: [IntCounter; 8],
     latency: Histogram,
+    /// By backend: legacy, orchestrator.
+    served: [IntCounter; 2],
 }
 
 /// One agent's mirror metrics, shared by its forwarder, outbox writer and deliverer.
@@ -344,6 +389,10 @@ pub struct MirrorMetrics {
     reads: HashMap<&'static str, ReadCounters>,
     skipped: [IntCounter; 4],
     shadow_percent: Gauge,
+    fallbacks: HashMap<&'static str, IntCounter>,
+    inconsistency: Gauge,
+    /// (matches, mismatches) since start-up, for the ratio.
+    compared: std::sync::Mutex<(u64, u64)>,
     dropped: [IntCounter; 4],
     failures: HashMap<&'static str, IntCounter>,
     pub lag: Histogram,
@@ -408,6 +457,34 @@ impl MirrorMetrics {
             let i = Outcome::ALL.iter().position(|o| *o == outcome);
             r.outcomes[i.expect("in ALL")].inc();
         }
+        if matches!(outcome, Outcome::Match | Outcome::Mismatch) {
+            let mut c = self.compared.lock().unwrap_or_else(|e| e.into_inner());
+            match outcome {
+                Outcome::Match => c.0 += 1,
+                _ => c.1 += 1,
+            }
+            self.inconsistency.set(c.1 as f64 / (c.0 + c.1) as f64);
+        }
+    }
+
+    /// Counts a read answered by `backend` (`legacy` or `orchestrator`).
+    pub fn served(&self, action: &str, backend: &str) {
+        if let Some(r) = self.reads.get(action) {
+            r.served[usize::from(backend == "orchestrator")].inc();
+        }
+    }
+
+    /// Counts a live read that went to legacy after all; `reason` is one of
+    /// [`FALLBACK_REASONS`].
+    pub fn fallback(&self, reason: &str) {
+        if let Some(c) = self.fallbacks.get(reason) {
+            c.inc();
+        }
+    }
+
+    /// A live read's time until the orchestrator's answer reached the client.
+    pub fn live_latency(&self, action: &str, seconds: f64) {
+        self.shadow_latency(action, seconds);
     }
 
     /// Counts a read that was not compared, as a `skipped` comparison and by reason.

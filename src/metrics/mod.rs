@@ -10,7 +10,9 @@
 mod mirror;
 mod orchestrator;
 
-pub use mirror::{DeliveryOutcome, DropReason, MirrorMetrics, SkipReason, WriteOutcome};
+pub use mirror::{
+    DeliveryOutcome, DropReason, FALLBACK_REASONS, MirrorMetrics, SkipReason, WriteOutcome,
+};
 
 pub use orchestrator::{EmbeddingOutcome, OrchestratorMetrics};
 

@@ -45,6 +45,23 @@ impl KeyActivity {
         self.appended[b].fetch_add(n, Ordering::SeqCst);
     }
 
+    /// A write of `key` handed to the writer and not yet appended (stage `live` announces
+    /// writes, so that a read right after one is not served from an orchestrator that
+    /// lacks it). [`KeyActivity::absorbed`] ends it.
+    pub fn announced(&self, key: &str) {
+        self.pending[Self::bucket(key)].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An announced write was appended (its operations now count themselves) or dropped.
+    pub fn absorbed(&self, key: &str) {
+        self.pending[Self::bucket(key)].fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether `key` may have writes the orchestrator has not applied yet.
+    pub fn busy(&self, key: &str) -> bool {
+        self.pending[Self::bucket(key)].load(Ordering::SeqCst) > 0
+    }
+
     /// `n` operations of `key` found pending in the outbox at start-up.
     pub fn restored(&self, key: &str, n: u64) {
         self.pending[Self::bucket(key)].fetch_add(n as i64, Ordering::SeqCst);

@@ -23,6 +23,7 @@ mod writer;
 
 pub use activity::KeyActivity;
 pub use deliver::{Deliverer, DeliveryReport};
+pub use shadow::{Fallback, Served};
 
 use crate::config::{AgentConfig, Durability, MirrorSettings, ShadowSettings};
 use crate::flags::Percent;
@@ -50,13 +51,20 @@ pub struct Exchange {
     pub at: DateTime<Utc>,
     /// `mirror_percent` (a write) or `shadow_percent` (a read) when the request arrived.
     pub percent: Percent,
+    /// A write whose key was announced to the key activity ([`MirrorSender::announce`]).
+    pub announced: bool,
 }
 
-/// The forwarder's end of the hand-off queue.
+/// The forwarder's end of the mirror: the hand-off queue, and reads served by the
+/// orchestrator.
 #[derive(Clone)]
 pub struct MirrorSender {
     tx: mpsc::SyncSender<Exchange>,
     metrics: Arc<MirrorMetrics>,
+    profile: crate::profile::Profile,
+    activity: Arc<KeyActivity>,
+    reader: shadow::ShadowSender,
+    live_budget: Duration,
 }
 
 impl MirrorSender {
@@ -68,6 +76,11 @@ impl MirrorSender {
             Err(TrySendError::Full(e)) => (e, DropReason::QueueFull),
             Err(TrySendError::Disconnected(e)) => (e, DropReason::OutboxError),
         };
+        if exchange.announced
+            && let Some(key) = crate::translate::key(self.profile, &exchange.request)
+        {
+            self.activity.absorbed(&key);
+        }
         match exchange.class {
             Class::Write => {
                 self.metrics.write(exchange.action, WriteOutcome::Dropped);
@@ -75,6 +88,55 @@ impl MirrorSender {
             }
             _ => self.metrics.skipped(exchange.action, SkipReason::QueueFull),
         }
+    }
+
+    /// Announces a write's key (stage `live`): until it is applied, the key's reads go to
+    /// legacy. Parses the request, so only the serving stage does it. `true` when there
+    /// was a key to announce.
+    pub fn announce(&self, request: &[u8]) -> bool {
+        match crate::translate::key(self.profile, request) {
+            Some(key) => {
+                self.activity.announced(&key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks the orchestrator to answer a read (stage `live`); `reply` gets the answer's
+    /// bytes or the reason there are none. `Err` when it is not even asked (the key has
+    /// writes in flight, the reader's queue is full): the read goes to legacy at once.
+    pub fn serve(
+        &self,
+        action: &'static str,
+        key: String,
+        request: serde_json::Value,
+        queries: Vec<crate::answer::Query>,
+        reply: Box<dyn FnOnce(Served) + Send>,
+    ) -> Result<(), Fallback> {
+        if self.activity.busy(&key) {
+            return Err(Fallback::PendingWrites);
+        }
+        let sample = shadow::Sample {
+            action,
+            key,
+            request,
+            queries,
+            purpose: shadow::Purpose::Serve {
+                budget: self.live_budget,
+                reply,
+            },
+        };
+        self.reader.offer(sample).map_err(|_| Fallback::QueueFull)
+    }
+
+    pub fn metrics(&self) -> &MirrorMetrics {
+        &self.metrics
+    }
+
+    /// `live.timeout`.
+    pub fn live_budget(&self) -> Duration {
+        self.live_budget
     }
 
     /// Counts an exchange that cannot be mirrored or compared because it is not one frame
@@ -118,6 +180,7 @@ pub fn start(
     agent: &AgentConfig,
     settings: &MirrorSettings,
     shadow_settings: &ShadowSettings,
+    live_budget: Duration,
     metrics: Arc<MirrorMetrics>,
 ) -> anyhow::Result<(MirrorSender, RunningMirror)> {
     let path = Outbox::path(&settings.data_dir, &agent.name);
@@ -177,8 +240,8 @@ pub fn start(
         pending,
         metrics: metrics.clone(),
         wake: signal.clone(),
-        activity,
-        shadow: shadow_tx,
+        activity: activity.clone(),
+        shadow: shadow_tx.clone(),
     };
     let writer = std::thread::Builder::new()
         .name(format!("outbox-{}", agent.name))
@@ -190,7 +253,14 @@ pub fn start(
     tracing::info!(agent = %agent.name, outbox = %path.display(), pending = stats.pending,
         dead = stats.dead, orchestrator = %settings.orchestrator, "mirroring writes");
     Ok((
-        MirrorSender { tx, metrics },
+        MirrorSender {
+            tx,
+            metrics,
+            profile: agent.profile,
+            activity,
+            reader: shadow_tx,
+            live_budget,
+        },
         RunningMirror {
             agent: agent.name.clone(),
             writer,

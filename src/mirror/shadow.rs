@@ -1,7 +1,14 @@
-//! The shadow reader: asks the orchestrator what a sampled legacy read needed, builds the
-//! legacy-shape answer ([`crate::answer`]) and compares it with the legacy reply
-//! ([`crate::compare`]). Its own thread and DEALER, off the primary path: the client had
-//! the legacy reply before the sample was even taken.
+//! The shadow reader: asks the orchestrator what a read needs and builds the legacy-shape
+//! answer ([`crate::answer`]), for two purposes:
+//! - **compare** (stages `shadow`, `live`): a sampled read the legacy agent already
+//!   answered; the answer is compared with the legacy reply ([`crate::compare`]). The
+//!   client had the legacy reply before the sample was even taken.
+//! - **serve** (stage `live`): a read the orchestrator answers in the agent's place; the
+//!   answer's bytes (written as the agents write JSON) go back to the forwarder through a
+//!   callback, or the reason there are none, and the forwarder asks legacy instead.
+//!   Served reads go ahead of comparisons in the queue.
+//!
+//! Its own thread and DEALER, never the forwarder's.
 //!
 //! Each sample's queries are `batch_read` calls, one page at a time; up to
 //! `shadow.max_in_flight` samples are fetched at once, the rest wait in a queue bounded by
@@ -25,16 +32,64 @@ use tracing::{debug, error, info};
 /// Entries asked for per `batch_read` page.
 const PAGE: usize = 1000;
 
-/// A read to compare, with what answering it takes.
+/// A read, with what answering it takes and what the answer is for.
 pub struct Sample {
     pub action: &'static str,
     pub key: String,
     pub request: Value,
-    /// The legacy reply's bytes.
-    pub legacy: Vec<u8>,
     pub queries: Vec<Query>,
-    /// The key's write activity when the legacy agent answered.
-    pub snapshot: Snapshot,
+    pub purpose: Purpose,
+}
+
+pub enum Purpose {
+    Compare {
+        /// The legacy reply's bytes.
+        legacy: Vec<u8>,
+        /// The key's write activity when the legacy agent answered.
+        snapshot: Snapshot,
+    },
+    Serve {
+        budget: Duration,
+        reply: Box<dyn FnOnce(Served) + Send>,
+    },
+}
+
+/// A served read's answer (its bytes), or why there is none.
+pub type Served = Result<Vec<u8>, Fallback>;
+
+/// Why the orchestrator did not answer a live read (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// It answered with an error, or could not be asked.
+    Error,
+    /// Not within `live.timeout`.
+    Timeout,
+    /// A read the answer builder does not emulate.
+    Unsupported,
+    /// Writes of the key not yet applied: the answer could be older than legacy's.
+    PendingWrites,
+    /// The reader's queue was full.
+    QueueFull,
+}
+
+impl Fallback {
+    pub const ALL: [Fallback; 5] = [
+        Fallback::Error,
+        Fallback::Timeout,
+        Fallback::Unsupported,
+        Fallback::PendingWrites,
+        Fallback::QueueFull,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Fallback::Error => "error",
+            Fallback::Timeout => "timeout",
+            Fallback::Unsupported => "unsupported",
+            Fallback::PendingWrites => "pending_writes",
+            Fallback::QueueFull => "queue_full",
+        }
+    }
 }
 
 pub enum ShadowMessage {
@@ -42,7 +97,8 @@ pub enum ShadowMessage {
     Stop,
 }
 
-/// The writer's end of the shadow queue.
+/// The writer's (and the forwarders') end of the shadow queue.
+#[derive(Clone)]
 pub struct ShadowSender {
     tx: WakeSender<ShadowMessage>,
     queued: Arc<AtomicUsize>,
@@ -50,14 +106,28 @@ pub struct ShadowSender {
 }
 
 impl ShadowSender {
-    /// Queues a sample; `false` (nothing queued) when the queue is full.
-    pub fn offer(&self, sample: Sample) -> bool {
+    /// Queues a sample; gives it back when the queue is full.
+    pub fn offer(&self, sample: Sample) -> Result<(), Box<Sample>> {
         if self.queued.fetch_add(1, Ordering::SeqCst) >= self.capacity {
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            return false;
+            return Err(Box::new(sample));
         }
-        self.tx.send(ShadowMessage::Sample(Box::new(sample)))
+        if !self.tx.send(ShadowMessage::Sample(Box::new(sample))) {
+            // The reader is gone (shutting down); the sample went with the message.
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        Ok(())
     }
+}
+
+/// What a mismatch sample holds.
+struct Mismatch<'a> {
+    action: &'a str,
+    key: &'a str,
+    request: &'a Value,
+    legacy: &'a [u8],
+    paths: &'a [String],
+    shadow: &'a Value,
 }
 
 struct Fetching {
@@ -160,7 +230,11 @@ impl ShadowReader {
                     match message {
                         ShadowMessage::Sample(s) => {
                             self.queued.fetch_sub(1, Ordering::SeqCst);
-                            self.waiting.push_back(s);
+                            if matches!(s.purpose, Purpose::Serve { .. }) {
+                                self.waiting.push_front(s);
+                            } else {
+                                self.waiting.push_back(s);
+                            }
                         }
                         ShadowMessage::Stop => {
                             info!(agent = %self.agent, unfinished = self.fetching.len() + self.waiting.len(),
@@ -178,13 +252,17 @@ impl ShadowReader {
             let Some(sample) = self.waiting.pop_front() else {
                 return;
             };
+            let budget = match &sample.purpose {
+                Purpose::Compare { .. } => self.settings.timeout,
+                Purpose::Serve { budget, .. } => *budget,
+            };
             let fetching = Fetching {
                 results: vec![Vec::new(); sample.queries.len()],
                 sample,
                 query: 0,
                 offset: 0,
                 started: now,
-                deadline: now + self.settings.timeout,
+                deadline: now + budget,
             };
             self.ask(fetching);
         }
@@ -221,7 +299,7 @@ impl ShadowReader {
                 self.fetching.insert(request_id, f);
             }
             // No connection (ZMQ_IMMEDIATE) or a full queue: the orchestrator cannot be asked.
-            Err(_) => self.outcome(&f, Outcome::ShadowError, &[]),
+            Err(_) => self.failed(f, Outcome::ShadowError),
         }
     }
 
@@ -254,13 +332,13 @@ impl ShadowReader {
 
     fn page(&mut self, mut f: Fetching, reply: &Value) {
         if reply.get("status").and_then(Value::as_str) != Some("success") {
-            return self.outcome(&f, Outcome::ShadowError, &[]);
+            return self.failed(f, Outcome::ShadowError);
         }
         let entries = reply.pointer("/data/memories").and_then(Value::as_array);
         let stored: Option<Vec<Stored>> =
             entries.and_then(|e| e.iter().map(Stored::from_entry).collect());
         let Some(mut stored) = stored else {
-            return self.outcome(&f, Outcome::ShadowError, &[]);
+            return self.failed(f, Outcome::ShadowError);
         };
         let newest = f.sample.queries[f.query].newest.is_some();
         let got = stored.len();
@@ -275,9 +353,7 @@ impl ShadowReader {
                 .unwrap_or(false);
         if more {
             if f.results[f.query].len() >= MAX_ENTRIES {
-                self.metrics
-                    .skipped(f.sample.action, SkipReason::Unsupported);
-                return;
+                return self.unsupported(f);
             }
             f.offset += got;
         } else {
@@ -290,48 +366,96 @@ impl ShadowReader {
     fn finish(&mut self, f: Fetching) {
         self.metrics
             .shadow_latency(f.sample.action, f.started.elapsed().as_secs_f64());
-        match answer::answer(self.profile, &f.sample.request, &f.results) {
-            Ok(shadow) => {
-                let raced = self.activity.raced(f.sample.snapshot);
-                let verdict = compare::compare(self.profile, &f.sample.legacy, &shadow, raced);
-                self.outcome(&f, verdict.outcome, &verdict.paths);
+        let Ok(shadow) = answer::answer(self.profile, &f.sample.request, &f.results) else {
+            return self.unsupported(f);
+        };
+        let Sample {
+            action,
+            key,
+            request,
+            purpose,
+            ..
+        } = *f.sample;
+        match purpose {
+            Purpose::Serve { reply, .. } => reply(Ok(crate::pyjson::dumps(&shadow).into_bytes())),
+            Purpose::Compare { legacy, snapshot } => {
+                let raced = self.activity.raced(snapshot);
+                let verdict = compare::compare(self.profile, &legacy, &shadow, raced);
+                self.outcome(action, &key, verdict.outcome, &verdict.paths);
                 if verdict.outcome == Outcome::Mismatch {
-                    self.record(&f.sample, &verdict.paths, &shadow);
+                    let sample = Mismatch {
+                        action,
+                        key: &key,
+                        request: &request,
+                        legacy: &legacy,
+                        paths: &verdict.paths,
+                        shadow: &shadow,
+                    };
+                    self.record(&sample);
                 }
             }
-            Err(_) => self
-                .metrics
-                .skipped(f.sample.action, SkipReason::Unsupported),
         }
     }
 
-    fn outcome(&self, f: &Fetching, outcome: Outcome, paths: &[String]) {
-        self.metrics.comparison(f.sample.action, outcome);
+    /// The orchestrator could not answer: a failed comparison, or a read for legacy.
+    fn failed(&self, f: Fetching, outcome: Outcome) {
+        let Sample {
+            action,
+            key,
+            purpose,
+            ..
+        } = *f.sample;
+        match purpose {
+            Purpose::Serve { reply, .. } => reply(Err(match outcome {
+                Outcome::ShadowTimeout => Fallback::Timeout,
+                _ => Fallback::Error,
+            })),
+            Purpose::Compare { .. } => self.outcome(action, &key, outcome, &[]),
+        }
+    }
+
+    fn unsupported(&self, f: Fetching) {
+        let Sample {
+            action, purpose, ..
+        } = *f.sample;
+        match purpose {
+            Purpose::Serve { reply, .. } => reply(Err(Fallback::Unsupported)),
+            Purpose::Compare { .. } => self.metrics.skipped(action, SkipReason::Unsupported),
+        }
+    }
+
+    fn outcome(&self, action: &'static str, key: &str, outcome: Outcome, paths: &[String]) {
+        self.metrics.comparison(action, outcome);
         match outcome {
             // Field paths and the key (a session or user id), never contents.
-            Outcome::Mismatch => info!(agent = %self.agent, action = f.sample.action,
-                key = %f.sample.key, ?paths, "shadow read differs from legacy"),
+            Outcome::Mismatch => {
+                info!(agent = %self.agent, action, key, ?paths, "shadow read differs from legacy");
+            }
             Outcome::Match => {}
-            other => debug!(agent = %self.agent, action = f.sample.action,
-                key = %f.sample.key, outcome = other.as_label(), ?paths, "shadow comparison"),
+            other => debug!(agent = %self.agent, action, key, outcome = other.as_label(),
+                ?paths, "shadow comparison"),
         }
     }
 
     /// Sends a mismatch sample to the orchestrator's store (fire and forget: its answer is
-    /// not waited for, and a sample that cannot be sent is only counted).
-    fn record(&mut self, sample: &Sample, paths: &[String], shadow: &Value) {
-        let legacy = serde_json::from_slice::<Value>(&sample.legacy).unwrap_or(Value::Null);
+    /// not waited for, and a sample that cannot be sent is only logged).
+    fn record(&mut self, m: &Mismatch<'_>) {
+        let legacy = serde_json::from_slice::<Value>(m.legacy).unwrap_or(Value::Null);
         let keep = self.settings.record_contents;
         let shown = |v: &Value| if keep { v.clone() } else { compare::redact(v) };
-        let paths: Vec<String> = paths.iter().map(|p| p.chars().take(64).collect()).collect();
+        let paths: Vec<String> = m
+            .paths
+            .iter()
+            .map(|p| p.chars().take(64).collect())
+            .collect();
         self.next_request += 1;
         let body = json!({
             "action": "record_mismatch",
             "request_id": format!("record/{}/{}", self.agent, self.next_request),
             "payload": {
-                "agent": self.agent, "action": sample.action, "key": sample.key,
-                "paths": paths, "request": shown(&sample.request),
-                "legacy_reply": shown(&legacy), "shadow_reply": shown(shadow), "redacted": !keep,
+                "agent": self.agent, "action": m.action, "key": m.key,
+                "paths": paths, "request": shown(m.request),
+                "legacy_reply": shown(&legacy), "shadow_reply": shown(m.shadow), "redacted": !keep,
             },
         });
         let sent = self
@@ -352,8 +476,19 @@ impl ShadowReader {
             .collect();
         for rid in late {
             if let Some(f) = self.fetching.remove(&rid) {
-                self.outcome(&f, Outcome::ShadowTimeout, &[]);
+                self.failed(f, Outcome::ShadowTimeout);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_labels_are_the_metrics_closed_set() {
+        let labels: Vec<&str> = Fallback::ALL.iter().map(|f| f.as_label()).collect();
+        assert_eq!(labels, crate::metrics::FALLBACK_REASONS);
     }
 }

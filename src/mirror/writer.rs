@@ -1,7 +1,7 @@
 //! The outbox writer: accepted writes in, outbox entries out, a batch per transaction.
 
 use super::activity::KeyActivity;
-use super::shadow::{Sample, ShadowSender};
+use super::shadow::{Purpose, Sample, ShadowSender};
 use super::{Exchange, Signal};
 use crate::answer::{self, Prepared};
 use crate::compare;
@@ -69,7 +69,17 @@ impl Writer {
     fn write(&mut self, batch: Vec<Exchange>) -> Option<Problem> {
         let (writes, reads): (Vec<Exchange>, Vec<Exchange>) =
             batch.into_iter().partition(|e| e.class == Class::Write);
+        let announced: Vec<String> = writes
+            .iter()
+            .filter(|w| w.announced)
+            .filter_map(|w| translate::key(self.profile, &w.request))
+            .collect();
         let problem = self.append(writes);
+        // Appended (their operations count themselves now) or dropped: either way no longer
+        // in the hand-off.
+        for key in announced {
+            self.activity.absorbed(&key);
+        }
         for read in reads {
             self.sample(read);
         }
@@ -95,13 +105,15 @@ impl Writer {
                 }
                 let sample = Sample {
                     action: read.action,
-                    snapshot: self.activity.snapshot(&key),
+                    purpose: Purpose::Compare {
+                        legacy: read.reply,
+                        snapshot: self.activity.snapshot(&key),
+                    },
                     key,
                     request,
-                    legacy: read.reply,
                     queries,
                 };
-                if !self.shadow.offer(sample) {
+                if self.shadow.offer(sample).is_err() {
                     self.metrics.skipped(read.action, SkipReason::QueueFull);
                 }
             }

@@ -12,16 +12,19 @@
 //! a client that has gone are counted and dropped, as libzmq's own proxy would drop them.
 
 use super::inflight::{InFlight, Pending};
+use super::live::LiveTable;
 use super::watch::{self, MonitorEndpoints};
+use crate::answer::{self, Prepared};
 use crate::classify::{self, Classified};
 use crate::config::{AgentConfig, ProxySettings};
 use crate::flags::SharedFlags;
 use crate::guard;
 use crate::metrics::{AgentMetrics, Outcome};
-use crate::mirror::{Exchange, MirrorSender};
+use crate::mirror::{Exchange, Fallback, MirrorSender, Served};
 use crate::profile::Class;
 use crate::profile::Profile;
 use crate::wakeup::WakeReceiver;
+use crate::wakeup::WakeSender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -31,12 +34,14 @@ use zmq::{Message, Socket};
 /// one side cannot starve the other.
 const BATCH: usize = 256;
 
-/// What async code can ask of a forwarding thread.
+/// What other threads tell a forwarding thread.
 #[derive(Debug)]
 pub enum Command {
     /// Stop reading new requests, answer the ones in flight, and exit when none are left
     /// or `grace` has passed, whichever comes first.
     Drain { grace: Duration },
+    /// The orchestrator's answer to a live read, or why there is none.
+    Served { token: u64, served: Served },
 }
 
 /// The sockets and state of one forwarder. Built on its own thread by [`Forwarder::open`].
@@ -60,11 +65,16 @@ pub struct Forwarder {
     /// Where accepted writes go when the stage mirrors them; `None` when this agent has no
     /// mirror running.
     mirror: Option<MirrorSender>,
+    /// Reads the orchestrator is answering (stage `live`).
+    live: LiveTable,
+    /// This forwarder's own control pipe, for the live reads' callbacks.
+    control_tx: WakeSender<Command>,
 }
 
 /// What a forwarder shares with the rest of the process.
 pub struct Links {
     pub control: WakeReceiver<Command>,
+    pub control_tx: WakeSender<Command>,
     pub metrics: Arc<AgentMetrics>,
     pub flags: SharedFlags,
     pub mirror: Option<MirrorSender>,
@@ -90,6 +100,7 @@ impl Forwarder {
     ) -> zmq::Result<(Forwarder, Bound)> {
         let Links {
             control,
+            control_tx,
             metrics,
             flags,
             mirror,
@@ -127,6 +138,8 @@ impl Forwarder {
             metrics,
             flags,
             mirror,
+            live: LiveTable::default(),
+            control_tx,
         };
         Ok((forwarder, Bound { endpoint }))
     }
@@ -140,21 +153,21 @@ impl Forwarder {
         info!(agent = %self.name, "forwarding");
         loop {
             let now = Instant::now();
-            self.expire(now);
+            self.expire(now)?;
             self.metrics.in_flight.set(self.pending.len() as i64);
             if self.finished(now) {
                 break;
             }
             let accepting = self.drain_deadline.is_none()
                 && self.stalled.is_none()
-                && self.pending.len() < self.max_in_flight;
+                && self.pending.len() + self.live.len() < self.max_in_flight;
             let ready = match self.poll(accepting, now) {
                 Ok(ready) => ready,
                 Err(zmq::Error::EINTR) => continue,
                 Err(e) => return Err(e),
             };
             if ready.control {
-                self.on_control();
+                self.on_control()?;
             }
             if ready.backend_in {
                 self.on_legacy_replies()?;
@@ -198,10 +211,14 @@ impl Forwarder {
 
     /// Until the next deadline (a request timing out, the drain ending), or forever.
     fn poll_timeout(&mut self, now: Instant) -> i64 {
-        let next = [self.pending.next_deadline(), self.drain_deadline]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            self.pending.next_deadline(),
+            self.live.next_deadline(),
+            self.drain_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match next {
             // Round up so that the deadline has passed when poll returns.
             Some(t) => (t.saturating_duration_since(now).as_micros().div_ceil(1000)) as i64,
@@ -213,12 +230,13 @@ impl Forwarder {
         match self.drain_deadline {
             None => false,
             Some(deadline) => {
-                (self.pending.is_empty() && self.stalled.is_none()) || now >= deadline
+                (self.pending.is_empty() && self.live.is_empty() && self.stalled.is_none())
+                    || now >= deadline
             }
         }
     }
 
-    fn on_control(&mut self) {
+    fn on_control(&mut self) -> zmq::Result<()> {
         for command in self.control.drain() {
             match command {
                 Command::Drain { grace } => {
@@ -227,6 +245,103 @@ impl Forwarder {
                         self.drain_deadline = Some(Instant::now() + grace);
                     }
                 }
+                Command::Served { token, served } => self.on_served(token, served)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The orchestrator's answer to a live read: to the client, or the read to legacy.
+    fn on_served(&mut self, token: u64, served: Served) -> zmq::Result<()> {
+        let Some(p) = self.live.take(token) else {
+            // Already sent to legacy after the deadline.
+            return Ok(());
+        };
+        let mirror = self.mirror.as_ref().expect("live reads need the mirror");
+        let (action, _) = classify::action_labels(self.profile)
+            .nth(p.slot)
+            .unwrap_or(("?", Class::Other));
+        match served {
+            Ok(bytes) => {
+                let delivered = send_reply(&self.frontend, p.envelope, vec![Message::from(bytes)])?;
+                let outcome = if delivered {
+                    Outcome::Answered
+                } else {
+                    Outcome::Undeliverable
+                };
+                self.metrics.request(p.slot, outcome);
+                mirror.metrics().served(action, "orchestrator");
+                mirror
+                    .metrics()
+                    .live_latency(action, p.received.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Err(reason) => self.fall_back(p, reason),
+        }
+    }
+
+    /// Sends a live read the orchestrator did not answer to the legacy agent.
+    fn fall_back(&mut self, p: super::live::LivePending, reason: Fallback) -> zmq::Result<()> {
+        if let Some(mirror) = &self.mirror {
+            mirror.metrics().fallback(reason.as_label());
+        }
+        debug!(agent = %self.name, reason = reason.as_label(), "live read answered by legacy");
+        let token = self.next_token;
+        self.next_token += 1;
+        let pending = Pending {
+            envelope: p.envelope,
+            slot: p.slot,
+            received: p.received,
+            forwarded: p.received,
+            mirror: None,
+        };
+        self.forward(token, p.body, pending)
+    }
+
+    /// In stage `live`, a read whose key is in `read_percent` goes to the orchestrator;
+    /// everything else is given back, to go to legacy.
+    #[allow(clippy::type_complexity)]
+    fn try_live(
+        &mut self,
+        classified: &Classified,
+        envelope: Vec<Message>,
+        body: Vec<Message>,
+        received: Instant,
+    ) -> Result<(), (Vec<Message>, Vec<Message>)> {
+        let flags = self.flags.load();
+        let Some(mirror) = self.mirror.clone() else {
+            return Err((envelope, body));
+        };
+        if !flags.stage.serves_reads() || classified.class != Class::Read || body.len() != 1 {
+            return Err((envelope, body));
+        }
+        let Ok(request) = serde_json::from_slice(&body[0]) else {
+            return Err((envelope, body));
+        };
+        let Prepared::Fetch { key, queries } = answer::prepare(self.profile, &request) else {
+            return Err((envelope, body));
+        };
+        if !flags.read_percent.includes(&key) {
+            return Err((envelope, body));
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let control = self.control_tx.clone();
+        let reply = Box::new(move |served| {
+            control.send(Command::Served { token, served });
+        });
+        let action = action_name(self.profile, classified);
+        match mirror.serve(action, key, request, queries, reply) {
+            Ok(()) => {
+                let slot = classified.slot(self.profile);
+                let budget = mirror.live_budget();
+                self.live
+                    .insert(token, envelope, body, slot, received, budget);
+                Ok(())
+            }
+            Err(reason) => {
+                mirror.metrics().fallback(reason.as_label());
+                Err((envelope, body))
             }
         }
     }
@@ -266,6 +381,10 @@ impl Forwarder {
         if let Some(refusal) = guard::check(self.guard, body.len(), &classified) {
             return self.refuse(envelope, &body, slot, refusal);
         }
+        let (envelope, body) = match self.try_live(&classified, envelope, body, received) {
+            Ok(()) => return Ok(()),
+            Err(given_back) => given_back,
+        };
         let token = self.next_token;
         self.next_token += 1;
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -406,26 +525,43 @@ impl Forwarder {
         let added = (pending.forwarded - pending.received) + (handed_off - received);
         debug!(agent = %self.name, token, legacy_us = (received - pending.forwarded).as_micros() as u64, delivered, "reply");
         self.metrics.proxy_added.observe(added.as_secs_f64());
-        if let (Some((request, percent, reply)), Some(mirror)) = (mirrored, &self.mirror) {
-            let (action, class) = classify::action_labels(self.profile)
-                .nth(pending.slot)
-                .unwrap_or(("?", Class::Other));
+        let Some(mirror) = &self.mirror else {
+            return Ok(());
+        };
+        let (action, class) = classify::action_labels(self.profile)
+            .nth(pending.slot)
+            .unwrap_or(("?", Class::Other));
+        if class == Class::Read {
+            mirror.metrics().served(action, "legacy");
+        }
+        if let Some((request, percent, reply)) = mirrored {
             match reply {
-                Some(reply) => mirror.offer(Exchange {
-                    class,
-                    action,
-                    request,
-                    reply,
-                    at: chrono::Utc::now(),
-                    percent,
-                }),
+                Some(reply) => {
+                    // In the serving stage a write's key is announced, so that its reads
+                    // go to legacy until the orchestrator has it.
+                    let announced = class == Class::Write
+                        && self.flags.load().stage.serves_reads()
+                        && mirror.announce(&request);
+                    mirror.offer(Exchange {
+                        class,
+                        action,
+                        request,
+                        reply,
+                        at: chrono::Utc::now(),
+                        percent,
+                        announced,
+                    });
+                }
                 None => mirror.multipart(action, class),
             }
         }
         Ok(())
     }
 
-    fn expire(&mut self, now: Instant) {
+    fn expire(&mut self, now: Instant) -> zmq::Result<()> {
+        for p in self.live.expire(now) {
+            self.fall_back(p, Fallback::Timeout)?;
+        }
         let timed_out = self.pending.expire(now);
         for p in &timed_out {
             self.metrics.request(p.slot, Outcome::Timeout);
@@ -434,6 +570,7 @@ impl Forwarder {
         if !timed_out.is_empty() {
             warn!(agent = %self.name, count = timed_out.len(), "legacy agent did not answer in time");
         }
+        Ok(())
     }
 
     fn log_abandoned(&self) {

@@ -7,6 +7,7 @@
 
 mod forwarder;
 mod inflight;
+mod live;
 mod watch;
 
 use crate::config::{AgentConfig, Config};
@@ -73,6 +74,7 @@ fn start_agent(
     metrics: &Metrics,
 ) -> anyhow::Result<RunningAgent> {
     let (control, control_rx) = wakeup::channel().context("creating the control pipe")?;
+    let control_tx = control.clone();
     let (bound_tx, bound_rx) = mpsc::sync_channel(1);
     let ctx = ctx.clone();
     let settings = config.proxy.clone();
@@ -81,9 +83,15 @@ fn start_agent(
     let flags = flags::shared(agent.flags);
     let (mirror_tx, mirror) = if agent.flags.stage.mirrors_writes() {
         let mirror_metrics = Arc::new(metrics.mirror(agent));
-        let (tx, running) =
-            mirror::start(&ctx, agent, &config.mirror, &config.shadow, mirror_metrics)
-                .with_context(|| format!("agent {}: starting the mirror", agent.name))?;
+        let (tx, running) = mirror::start(
+            &ctx,
+            agent,
+            &config.mirror,
+            &config.shadow,
+            config.live.timeout,
+            mirror_metrics,
+        )
+        .with_context(|| format!("agent {}: starting the mirror", agent.name))?;
         (Some(tx), Some(running))
     } else {
         metrics.mirror(agent);
@@ -95,6 +103,7 @@ fn start_agent(
         .spawn(move || {
             let links = Links {
                 control: control_rx,
+                control_tx,
                 metrics: agent_metrics,
                 flags,
                 mirror: mirror_tx,

@@ -1,0 +1,203 @@
+//! Stage `live`: the orchestrator answers reads in the legacy shape, with the legacy agent
+//! as the fallback. Every answer is checked against what the legacy agent itself says to
+//! the same request, asked directly.
+
+mod common;
+
+use common::pg::{Orchestrator, TestDb};
+use common::rig::*;
+use common::*;
+use memshift::compare::{Outcome, compare};
+use memshift::profile::Profile;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const LIVE: &str = "stage = \"live\"\nread_percent = 100\nshadow_percent = 0\n";
+
+fn served(m: &str, agent: &str, backend: &str) -> f64 {
+    metric_sum(
+        m,
+        "memshift_served_total",
+        &[("agent", agent), ("backend", backend)],
+    )
+}
+
+/// Sends `requests` through the proxy (writes and reads in order); each read's reply must
+/// equal, volatile fields aside, what the legacy agent answers when asked directly right
+/// after.
+fn check_reads(rig: &Rig, profile: Profile, requests: &[Value]) -> usize {
+    let ctx = zmq::Context::new();
+    let via = rig.socket(&ctx);
+    let direct = req_socket(&ctx, &rig.legacy.endpoint);
+    let mut reads = 0;
+    for r in requests {
+        let body = r.to_string();
+        let reply = request(&via, body.as_bytes());
+        let action = r["action"].as_str().unwrap();
+        if matches!(action, "get_context" | "get_memories") {
+            reads += 1;
+            let legacy = request(&direct, body.as_bytes());
+            let answered: Value = serde_json::from_slice(&reply).unwrap();
+            let verdict = compare(profile, &legacy, &answered, false);
+            assert_eq!(
+                verdict.outcome,
+                Outcome::Match,
+                "{body}: {:?}\nlegacy {}\nproxy  {}",
+                verdict.paths,
+                String::from_utf8_lossy(&legacy),
+                answered
+            );
+        }
+    }
+    reads
+}
+
+#[test]
+fn in_live_every_session_read_equals_the_legacy_reply() {
+    let db = TestDb::new();
+    let orch = Orchestrator::start(&db, "", "");
+    let rig = Rig::start(
+        "session_memory",
+        StandIn::start("session_memory"),
+        &orch.endpoint,
+        LIVE,
+    );
+    let mut writes = vec![json!({"action": "create_session", "session_id": "s", "user_id": "u"})];
+    for i in 0..30 {
+        writes.push(json!({"action": "add_interaction", "session_id": "s", "role": "user", "content": format!("Grüße ☀ #{i} {}", "w".repeat(i))}));
+    }
+    writes.push(json!({"action": "create_session", "session_id": "empty"}));
+    check_reads(&rig, Profile::SessionMemory, &writes);
+    assert_eq!(rig.drain(), 0);
+    let reads = [
+        json!({"action": "get_context", "session_id": "s", "request_id": "r1"}),
+        json!({"action": "get_context", "session_id": "s", "max_tokens": 40}),
+        json!({"action": "get_context", "session_id": "empty"}),
+        json!({"action": "get_context", "session_id": "unknown"}),
+    ];
+    let n = check_reads(&rig, Profile::SessionMemory, &reads);
+    let m = rig.proxy.metrics_text();
+    assert_eq!(
+        served(&m, "session_memory", "orchestrator"),
+        n as f64,
+        "{m}"
+    );
+    // Read your writes: a read right after a write is answered correctly (by legacy while
+    // the write is on its way, by the orchestrator after).
+    let mut mixed = Vec::new();
+    for i in 0..10 {
+        mixed.push(json!({"action": "add_interaction", "session_id": "s", "role": "assistant", "content": format!("reply {i}")}));
+        mixed.push(json!({"action": "get_context", "session_id": "s"}));
+    }
+    check_reads(&rig, Profile::SessionMemory, &mixed);
+}
+
+#[test]
+fn in_live_every_contextual_read_equals_the_legacy_reply() {
+    let db = TestDb::new();
+    let orch = Orchestrator::start(&db, "", "");
+    let rig = Rig::start(
+        "contextual_memory",
+        StandIn::start("contextual_memory"),
+        &orch.endpoint,
+        LIVE,
+    );
+    let mut writes =
+        vec![json!({"action": "record_decision", "session_id": "c", "decision": "first ✓"})];
+    for i in 0..60 {
+        let kind = ["code", "user_query", "system_response", "error"][i % 4];
+        writes.push(json!({"action": "add_interaction", "session_id": "c", "type": kind, "content": format!("{kind} {i}: thread exception in the web database")}));
+    }
+    writes.push(json!({"action": "record_decision", "session_id": "c", "decision": "second"}));
+    writes.push(json!({"action": "record_decision", "session_id": "d", "decision": "only this"}));
+    check_reads(&rig, Profile::ContextualMemory, &writes);
+    assert_eq!(rig.drain(), 0);
+    let reads = [
+        json!({"action": "get_context", "session_id": "c"}),
+        json!({"action": "get_context", "session_id": "d"}),
+        json!({"action": "get_context", "session_id": "none"}),
+        json!({"action": "get_context", "session_id": "c", "max_tokens": 20}),
+    ];
+    let n = check_reads(&rig, Profile::ContextualMemory, &reads);
+    let m = rig.proxy.metrics_text();
+    assert_eq!(
+        served(&m, "contextual_memory", "orchestrator"),
+        n as f64,
+        "{m}"
+    );
+}
+
+#[test]
+fn in_live_every_jarvis_read_equals_the_legacy_reply() {
+    let db = TestDb::new();
+    let orch = Orchestrator::start(&db, "", "");
+    let rig = Rig::start(
+        "jarvis_memory",
+        StandIn::start("jarvis_memory"),
+        &orch.endpoint,
+        LIVE,
+    );
+    let mut requests = Vec::new();
+    for i in 0..12 {
+        let memory = if i % 3 == 0 {
+            json!({"type": "reminder", "text": format!("r{i}")})
+        } else {
+            json!(format!("m{i} 🍵"))
+        };
+        requests.push(json!({"action": "add_memory", "user_id": "u", "memory": memory}));
+        requests.push(json!({"action": "get_memories", "user_id": "u"}));
+    }
+    requests.push(json!({"action": "clear_memories", "user_id": "u"}));
+    requests.push(json!({"action": "get_memories", "user_id": "u"}));
+    requests.push(json!({"action": "get_memories"}));
+    check_reads(&rig, Profile::JarvisMemory, &requests);
+    assert_eq!(rig.drain(), 0);
+    let reads = [
+        json!({"action": "add_memory", "user_id": "v", "memory": "x"}),
+        json!({"action": "get_memories", "user_id": "u"}),
+        json!({"action": "get_memories", "user_id": "nobody"}),
+    ];
+    check_reads(&rig, Profile::JarvisMemory, &reads);
+    let m = rig.proxy.metrics_text();
+    assert!(served(&m, "jarvis_memory", "orchestrator") >= 2.0, "{m}");
+}
+
+#[test]
+fn with_the_orchestrator_stopped_live_reads_come_from_legacy_within_the_budget() {
+    let db = TestDb::new();
+    let mut orch = Orchestrator::start(&db, "", "");
+    let rig = Rig::start(
+        "jarvis_memory",
+        StandIn::start("jarvis_memory"),
+        &orch.endpoint,
+        &format!("{LIVE}[mirror]\n"),
+    );
+    check_reads(
+        &rig,
+        Profile::JarvisMemory,
+        &[json!({"action": "add_memory", "user_id": "w", "memory": "kept"})],
+    );
+    assert_eq!(rig.drain(), 0);
+    orch.signal(Signal::SIGKILL);
+    orch.wait_exit(TIMEOUT);
+    let read = [json!({"action": "get_memories", "user_id": "w"})];
+    for _ in 0..5 {
+        let started = Instant::now();
+        check_reads(&rig, Profile::JarvisMemory, &read);
+        // The live budget is 250 ms; the legacy answer comes on top of at most that.
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let m = rig.proxy.metrics_text();
+    let fallbacks = metric_sum(
+        &m,
+        "memshift_live_fallbacks_total",
+        &[("agent", "jarvis_memory")],
+    );
+    assert_eq!(fallbacks, 5.0, "{m}");
+    assert_eq!(served(&m, "jarvis_memory", "orchestrator"), 0.0);
+}
