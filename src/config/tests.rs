@@ -256,7 +256,7 @@ fn stages_and_the_mirror_are_read_and_checked() {
     assert_eq!(m.durability, Durability::Normal);
 
     let errors = parse(&format!(
-        "{MINIMAL}stage = \"live\"\nmirror_percent = 101\n\
+        "{MINIMAL}stage = \"complete\"\nmirror_percent = 101\n\
          [mirror]\norchestrator = \"tcp://orch:*\"\nbackoff_base = \"2s\"\nbackoff_max = \"1s\"\ndurability = \"maybe\"\nqueue = 0\n"
     ))
     .unwrap_err();
@@ -281,6 +281,7 @@ fn the_shipped_reference_file_holds_the_defaults() {
     assert_eq!(config.proxy, ProxySettings::default());
     assert_eq!(config.mirror, MirrorSettings::default());
     assert_eq!(config.shadow, ShadowSettings::default());
+    assert_eq!(config.live, LiveSettings::default());
     assert_eq!(config.orchestrator, OrchestratorSettings::default());
     assert_eq!(config.embedding, EmbeddingSettings::default());
     for agent in &config.agents {
