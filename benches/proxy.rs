@@ -52,16 +52,20 @@ enum Route {
     Sink,
     DualWrite,
     OrchestratorDown,
+    Shadow,
+    Live,
 }
 
 impl Route {
-    const ALL: [Route; 6] = [
+    const ALL: [Route; 8] = [
         Route::Direct,
         Route::ZmqProxy,
         Route::Off,
         Route::Sink,
         Route::DualWrite,
         Route::OrchestratorDown,
+        Route::Shadow,
+        Route::Live,
     ];
 
     fn name(self) -> &'static str {
@@ -72,13 +76,31 @@ impl Route {
             Route::Sink => "sink",
             Route::DualWrite => "dualwrite",
             Route::OrchestratorDown => "orch_down",
+            Route::Shadow => "shadow",
+            Route::Live => "live",
+        }
+    }
+
+    /// Whether the route is measured with `workload`.
+    fn runs(self, workload: Workload) -> bool {
+        match self {
+            Route::Sink | Route::DualWrite | Route::OrchestratorDown => {
+                workload == Workload::Writes
+            }
+            Route::Shadow | Route::Live => workload == Workload::Reads,
+            Route::Direct | Route::ZmqProxy | Route::Off => true,
         }
     }
 
     fn is_memshift(self) -> bool {
         matches!(
             self,
-            Route::Off | Route::Sink | Route::DualWrite | Route::OrchestratorDown
+            Route::Off
+                | Route::Sink
+                | Route::DualWrite
+                | Route::OrchestratorDown
+                | Route::Shadow
+                | Route::Live
         )
     }
 }
@@ -109,7 +131,7 @@ fn main() {
     let ctx = zmq::Context::new();
     let echo = start_legacy(&ctx);
     let yardstick = Sidecar::yardstick(&echo);
-    let off = Sidecar::memshift(&echo, None);
+    let off = Sidecar::memshift(&echo, None, "");
     let orchestrator = match std::env::var("DATABASE_URL") {
         Ok(url) => Some(Sidecar::orchestrator(&url)),
         Err(_) => {
@@ -119,12 +141,17 @@ fn main() {
             None
         }
     };
-    let dualwrite = orchestrator
-        .as_ref()
-        .map(|o| Sidecar::memshift(&echo, Some(&o.endpoint)));
-    let sink = Sidecar::memshift(&echo, Some(&start_sink(&ctx)));
+    let on_orchestrator = |flags: &str| {
+        orchestrator
+            .as_ref()
+            .map(|o| Sidecar::memshift(&echo, Some(&o.endpoint), flags))
+    };
+    let dualwrite = on_orchestrator("stage = \"dualwrite\"");
+    let shadow = on_orchestrator("stage = \"shadow\"\nshadow_percent = 100");
+    let live = on_orchestrator("stage = \"live\"\nread_percent = 100\nshadow_percent = 0");
+    let sink = Sidecar::memshift(&echo, Some(&start_sink(&ctx)), "stage = \"dualwrite\"");
     let nowhere = free_endpoint();
-    let orch_down = Sidecar::memshift(&echo, Some(&nowhere));
+    let orch_down = Sidecar::memshift(&echo, Some(&nowhere), "stage = \"dualwrite\"");
     let selected: Option<Vec<String>> = std::env::var("BENCH_ROUTES")
         .ok()
         .map(|r| r.split(',').map(|s| s.trim().to_owned()).collect());
@@ -142,6 +169,8 @@ fn main() {
             Route::Sink => Some(sink.endpoint.clone()),
             Route::DualWrite => dualwrite.as_ref().map(|d| d.endpoint.clone()),
             Route::OrchestratorDown => Some(orch_down.endpoint.clone()),
+            Route::Shadow => shadow.as_ref().map(|d| d.endpoint.clone()),
+            Route::Live => live.as_ref().map(|d| d.endpoint.clone()),
         }
     };
 
@@ -153,7 +182,14 @@ fn main() {
     // Paced first, on fresh outboxes, so that the saturation below leaves no backlog
     // behind to be delivered meanwhile.
     if rate > 0.0 {
-        let paced = measure(&endpoint, &[PACED_CLIENTS], rounds, duration, Some(rate));
+        let paced = measure(
+            &endpoint,
+            Workload::Writes,
+            &[PACED_CLIENTS],
+            rounds,
+            duration,
+            Some(rate),
+        );
         report(
             &paced,
             &format!(
@@ -165,7 +201,14 @@ fn main() {
     }
     // BENCH_CLIENTS=0: the paced measurement only.
     let clients: Vec<usize> = clients.into_iter().filter(|&n| n > 0).collect();
-    let results = measure(&endpoint, &clients, rounds, duration, None);
+    let results = measure(
+        &endpoint,
+        Workload::Writes,
+        &clients,
+        rounds,
+        duration,
+        None,
+    );
     if !results.is_empty() {
         report(
             &results,
@@ -184,15 +227,69 @@ fn main() {
             println!("{name}: {}", sidecar.mirror_summary());
         }
     }
-    drop((off, sink, dualwrite, orch_down, orchestrator, yardstick));
+    // Reads: shadow compares each with the orchestrator's answer, live has the
+    // orchestrator answer it (users never written: both sides hold nothing, so every
+    // comparison is a match and every live answer has the legacy agent's bytes).
+    if rate > 0.0 {
+        let paced = measure(
+            &endpoint,
+            Workload::Reads,
+            &[PACED_CLIENTS],
+            rounds,
+            duration,
+            Some(rate),
+        );
+        report(
+            &paced,
+            &format!(
+                "Paced reads: {rate:.0} get_memories/s from {PACED_CLIENTS} clients (open loop)"
+            ),
+            seconds,
+            rounds,
+        );
+    }
+    let reads = measure(&endpoint, Workload::Reads, &clients, rounds, duration, None);
+    if !reads.is_empty() {
+        report(
+            &reads,
+            "Saturation reads: closed-loop clients",
+            seconds,
+            rounds,
+        );
+    }
+    for (name, sidecar) in [("shadow", shadow.as_ref()), ("live", live.as_ref())] {
+        if let Some(sidecar) = sidecar {
+            println!("{name}: {}", sidecar.read_summary());
+        }
+    }
+    drop((
+        off,
+        sink,
+        dualwrite,
+        orch_down,
+        shadow,
+        live,
+        orchestrator,
+        yardstick,
+    ));
 }
 
 /// Clients of the paced measurement.
 const PACED_CLIENTS: usize = 16;
 
+/// What the clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    /// 1 KiB `add_memory`, each client its own user.
+    Writes,
+    /// 1 KiB `get_memories` (padded), each client its own user, never written.
+    Reads,
+}
+
 /// Every selected route at every client count, several rounds in rotating order; medians.
 fn measure(
     endpoint: &dyn Fn(Route) -> Option<String>,
+    workload: Workload,
     clients: &[usize],
     rounds: usize,
     duration: Duration,
@@ -205,10 +302,13 @@ fn measure(
         for round in 0..rounds {
             for k in 0..Route::ALL.len() {
                 let i = (k + round) % Route::ALL.len();
+                if !Route::ALL[i].runs(workload) {
+                    continue;
+                }
                 let Some(endpoint) = endpoint(Route::ALL[i]) else {
                     continue;
                 };
-                let run = load(&ctx, &endpoint, n, duration, rate);
+                let run = load(&ctx, &endpoint, workload, n, duration, rate);
                 eprintln!(
                     "  {:>2} clients  round {round}  {:<10} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs",
                     n,
@@ -325,10 +425,15 @@ fn report(results: &[Summary], title: &str, seconds: f64, rounds: usize) {
 
 /// A 1 KiB jarvis `add_memory` of client `client` (each client is its own user, so the
 /// mirror has as many keys as there are clients).
-fn request_payload(client: usize) -> Vec<u8> {
-    let head = format!(
-        r#"{{"action": "add_memory", "user_id": "bench-user-{client:02}", "memory": {{"text": ""#
-    );
+fn request_payload(workload: Workload, client: usize) -> Vec<u8> {
+    let head = match workload {
+        Workload::Writes => format!(
+            r#"{{"action": "add_memory", "user_id": "bench-user-{client:02}", "memory": {{"text": ""#
+        ),
+        Workload::Reads => format!(
+            r#"{{"action": "get_memories", "user_id": "bench-reader-{client:02}", "pad": {{"text": ""#
+        ),
+    };
     let tail = r#""}}"#;
     let pad = "p".repeat(PAYLOAD_BYTES - head.len() - tail.len());
     let body = format!("{head}{pad}{tail}");
@@ -339,12 +444,23 @@ fn request_payload(client: usize) -> Vec<u8> {
 /// What the legacy agent answers to every write: jarvis's success.
 const ACCEPTED: &[u8] = br#"{"status": "ok"}"#;
 
+/// What it answers to every read: a user without memories.
+const NO_MEMORIES: &[u8] = br#"{"status": "ok", "memories": []}"#;
+
+fn expected(workload: Workload) -> &'static [u8] {
+    match workload {
+        Workload::Writes => ACCEPTED,
+        Workload::Reads => NO_MEMORIES,
+    }
+}
+
 /// `n` REQ clients for `duration` after a warm-up; latencies of every request. Closed loop
 /// without a `rate`; with one, each client sends on a fixed schedule (`rate / n` per
 /// second) and a write's latency counts from its scheduled time, so a stall shows in full.
 fn load(
     ctx: &zmq::Context,
     endpoint: &str,
+    workload: Workload,
     n: usize,
     duration: Duration,
     rate: Option<f64>,
@@ -354,7 +470,7 @@ fn load(
     let threads: Vec<_> = (0..n)
         .map(|client| {
             let (ctx, endpoint) = (ctx.clone(), endpoint.to_owned());
-            let payload = request_payload(client);
+            let payload = request_payload(workload, client);
             let (measuring, stop) = (measuring.clone(), stop.clone());
             let interval = rate.map(|r| Duration::from_secs_f64(n as f64 / r));
             std::thread::spawn(move || {
@@ -379,7 +495,7 @@ fn load(
                     };
                     s.send(&payload[..], 0).unwrap();
                     s.recv(&mut reply, 0).expect("reply within 10 s");
-                    assert_eq!(&reply[..], ACCEPTED);
+                    assert_eq!(&reply[..], expected(workload));
                     if measuring.load(Ordering::Relaxed) {
                         latencies.push(t.elapsed().as_nanos() as u32);
                     }
@@ -419,7 +535,9 @@ fn start_legacy(ctx: &zmq::Context) -> String {
             let mut msg = zmq::Message::new();
             loop {
                 s.recv(&mut msg, 0).unwrap();
-                s.send(ACCEPTED, 0).unwrap();
+                let read = msg.windows(14).any(|w| w == b"\"get_memories\"");
+                s.send(if read { NO_MEMORIES } else { ACCEPTED }, 0)
+                    .unwrap();
             }
         })
         .unwrap();
@@ -482,7 +600,7 @@ struct Sidecar {
 impl Sidecar {
     /// The real memshift binary, as deployed: stage `off`, or `dualwrite` to `mirror_to`
     /// with its outbox on the same disk as `target/` (not a tmpfs), fsynced.
-    fn memshift(legacy: &str, mirror_to: Option<&str>) -> Sidecar {
+    fn memshift(legacy: &str, mirror_to: Option<&str>, flags: &str) -> Sidecar {
         let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
         std::fs::create_dir_all(&target).unwrap();
         let dir = match std::env::var("BENCH_OUTBOX_DIR") {
@@ -492,7 +610,7 @@ impl Sidecar {
         let mirror = match mirror_to {
             None => String::new(),
             Some(orchestrator) => format!(
-                "stage = \"dualwrite\"\n[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{}\"\nmax_pending = 100000000\n{}\n",
+                "{flags}\n[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{}\"\nmax_pending = 100000000\n{}\n",
                 dir.path().display(),
                 std::env::var("BENCH_MIRROR")
                     .unwrap_or_default()
@@ -536,18 +654,36 @@ impl Sidecar {
         Sidecar::spawn(command, dir)
     }
 
+    /// The sum of the series of `name` whose labels contain `filter`, from `/metrics`.
+    fn metric_sum(&self, name: &str, filter: &str) -> f64 {
+        let Some(addr) = &self.metrics else {
+            return f64::NAN;
+        };
+        http_get(addr, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(filter))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// What shadow and live did with the reads: proof that they compared and served.
+    fn read_summary(&self) -> String {
+        let sum = |name: &str, filter: &str| self.metric_sum(name, filter);
+        format!(
+            "comparisons match {:.0}, mismatch {:.0}, skipped {:.0}, errors {:.0}; served by the orchestrator {:.0}, fallbacks {:.0}",
+            sum("memshift_comparisons_total", "outcome=\"match\""),
+            sum("memshift_comparisons_total", "outcome=\"mismatch\""),
+            sum("memshift_comparisons_total", "outcome=\"skipped\""),
+            sum("memshift_comparisons_total", "outcome=\"shadow_")
+                + sum("memshift_comparisons_total", "outcome=\"legacy_error"),
+            sum("memshift_served_total", "backend=\"orchestrator\""),
+            sum("memshift_live_fallbacks_total", ""),
+        )
+    }
+
     /// The mirror's counters from the proxy's `/metrics`.
     fn mirror_summary(&self) -> String {
-        let Some(addr) = &self.metrics else {
-            return "no metrics".to_owned();
-        };
-        let text = http_get(addr, "/metrics");
-        let sum = |name: &str, filter: &str| -> f64 {
-            text.lines()
-                .filter(|l| l.starts_with(name) && l.contains(filter))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum()
-        };
+        let sum = |name: &str, filter: &str| self.metric_sum(name, filter);
         format!(
             "writes queued {:.0}, dropped {:.0}; deliveries {:.0}; outbox pending {:.0}",
             sum("memshift_mirror_writes_total", "outcome=\"queued\""),
