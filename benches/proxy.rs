@@ -193,7 +193,7 @@ fn main() {
         report(
             &paced,
             &format!(
-                "Paced: {rate:.0} writes/s from {PACED_CLIENTS} clients (open loop; latency from each write's scheduled time)"
+                "Paced writes: {rate:.0} add_memory/s from {PACED_CLIENTS} clients (open loop; latency from each write's scheduled time)"
             ),
             seconds,
             rounds,
@@ -212,7 +212,7 @@ fn main() {
     if !results.is_empty() {
         report(
             &results,
-            "Saturation: closed-loop clients, each sending its next write as soon as the last is answered",
+            "Saturation writes (add_memory): closed-loop clients, each sending its next write as soon as the last is answered",
             seconds,
             rounds,
         );
@@ -351,7 +351,7 @@ fn report(results: &[Summary], title: &str, seconds: f64, rounds: usize) {
     println!();
     println!("{title}");
     println!(
-        "Primary path, 1 KiB jarvis add_memory writes to a legacy REP that accepts each; medians of {rounds} runs of {seconds} s"
+        "Primary path, 1 KiB jarvis requests to a fast legacy REP; medians of {rounds} runs of {seconds} s"
     );
     println!(
         "{:>7}  {:<10} {:>11} {:>9} {:>9}   {:>16} {:>12}   {:>12} {:>11}",
@@ -402,7 +402,7 @@ fn report(results: &[Summary], title: &str, seconds: f64, rounds: usize) {
         }));
     }
     println!(
-        "targets: off >= 0.90x throughput and <= 1.20x p99 of zmq_proxy; dualwrite and orch_down within 5 % of off"
+        "targets: off >= 0.90x throughput and <= 1.20x p99 of zmq_proxy; dualwrite, orch_down and shadow within 5 % of off; live reported next to off (legacy)"
     );
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).expect("create target/bench");
@@ -413,10 +413,11 @@ fn report(results: &[Summary], title: &str, seconds: f64, rounds: usize) {
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "results": json,
     });
-    let kind = if title.starts_with("Paced") {
-        "paced"
-    } else {
-        "saturation"
+    let kind = match (title.starts_with("Paced"), title.contains("reads")) {
+        (true, false) => "paced",
+        (false, false) => "saturation",
+        (true, true) => "paced-reads",
+        (false, true) => "saturation-reads",
     };
     let path = out.join(format!("proxy-{kind}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).expect("write results");
