@@ -11,6 +11,9 @@
 //! - `sink`: stage `dualwrite`, mirroring through the outbox (fsynced) to an orchestrator
 //!   stand-in that acknowledges at once (a thread of this process): the proxy's whole
 //!   mirror cost, without an orchestrator and a database on the same two cores;
+//! - `shadow` / `shadow_sink` (reads): stage `shadow` at 100 %, every read also asked of the
+//!   real orchestrator / of the instant stand-in, and compared;
+//! - `live` (reads): stage `live` at 100 %, the real orchestrator answers every read;
 //! - `dualwrite`: the same in stage `dualwrite`, every write mirrored through the outbox
 //!   (fsynced) to a real `memshift orchestrator` on PostgreSQL (`DATABASE_URL`; `make
 //!   bench` provides one; without it this route is skipped). All on the same two cores;
@@ -53,11 +56,12 @@ enum Route {
     DualWrite,
     OrchestratorDown,
     Shadow,
+    ShadowSink,
     Live,
 }
 
 impl Route {
-    const ALL: [Route; 8] = [
+    const ALL: [Route; 9] = [
         Route::Direct,
         Route::ZmqProxy,
         Route::Off,
@@ -65,6 +69,7 @@ impl Route {
         Route::DualWrite,
         Route::OrchestratorDown,
         Route::Shadow,
+        Route::ShadowSink,
         Route::Live,
     ];
 
@@ -77,6 +82,7 @@ impl Route {
             Route::DualWrite => "dualwrite",
             Route::OrchestratorDown => "orch_down",
             Route::Shadow => "shadow",
+            Route::ShadowSink => "shadow_sink",
             Route::Live => "live",
         }
     }
@@ -87,7 +93,7 @@ impl Route {
             Route::Sink | Route::DualWrite | Route::OrchestratorDown => {
                 workload == Workload::Writes
             }
-            Route::Shadow | Route::Live => workload == Workload::Reads,
+            Route::Shadow | Route::ShadowSink | Route::Live => workload == Workload::Reads,
             Route::Direct | Route::ZmqProxy | Route::Off => true,
         }
     }
@@ -100,6 +106,7 @@ impl Route {
                 | Route::DualWrite
                 | Route::OrchestratorDown
                 | Route::Shadow
+                | Route::ShadowSink
                 | Route::Live
         )
     }
@@ -149,7 +156,13 @@ fn main() {
     let dualwrite = on_orchestrator("stage = \"dualwrite\"");
     let shadow = on_orchestrator("stage = \"shadow\"\nshadow_percent = 100");
     let live = on_orchestrator("stage = \"live\"\nread_percent = 100\nshadow_percent = 0");
-    let sink = Sidecar::memshift(&echo, Some(&start_sink(&ctx)), "stage = \"dualwrite\"");
+    let sink_endpoint = start_sink(&ctx);
+    let sink = Sidecar::memshift(&echo, Some(&sink_endpoint), "stage = \"dualwrite\"");
+    let shadow_sink = Sidecar::memshift(
+        &echo,
+        Some(&sink_endpoint),
+        "stage = \"shadow\"\nshadow_percent = 100",
+    );
     let nowhere = free_endpoint();
     let orch_down = Sidecar::memshift(&echo, Some(&nowhere), "stage = \"dualwrite\"");
     let selected: Option<Vec<String>> = std::env::var("BENCH_ROUTES")
@@ -170,6 +183,7 @@ fn main() {
             Route::DualWrite => dualwrite.as_ref().map(|d| d.endpoint.clone()),
             Route::OrchestratorDown => Some(orch_down.endpoint.clone()),
             Route::Shadow => shadow.as_ref().map(|d| d.endpoint.clone()),
+            Route::ShadowSink => Some(shadow_sink.endpoint.clone()),
             Route::Live => live.as_ref().map(|d| d.endpoint.clone()),
         }
     };
@@ -257,7 +271,11 @@ fn main() {
             rounds,
         );
     }
-    for (name, sidecar) in [("shadow", shadow.as_ref()), ("live", live.as_ref())] {
+    for (name, sidecar) in [
+        ("shadow", shadow.as_ref()),
+        ("shadow_sink", Some(&shadow_sink)),
+        ("live", live.as_ref()),
+    ] {
         if let Some(sidecar) = sidecar {
             println!("{name}: {}", sidecar.read_summary());
         }
@@ -268,6 +286,7 @@ fn main() {
         dualwrite,
         orch_down,
         shadow,
+        shadow_sink,
         live,
         orchestrator,
         yardstick,
@@ -558,7 +577,9 @@ fn start_sink(ctx: &zmq::Context) -> String {
                 let frames = s.recv_multipart(0).unwrap();
                 let body: serde_json::Value =
                     serde_json::from_slice(frames.last().unwrap()).unwrap();
-                let reply = serde_json::json!({"status": "success", "request_id": body["request_id"], "data": {}});
+                // Enough for a delivery (success) and for a read (an empty page).
+                let reply = serde_json::json!({"status": "success", "request_id": body["request_id"],
+                    "data": {"memories": [], "total_count": 0, "page_info": {"has_more": false}}});
                 s.send(&frames[0][..], zmq::SNDMORE).unwrap();
                 s.send("", zmq::SNDMORE).unwrap();
                 s.send(reply.to_string().as_bytes(), 0).unwrap();
