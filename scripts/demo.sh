@@ -2,7 +2,8 @@
 # `make demo`: builds memshift, starts the Memory Orchestrator on PostgreSQL + pgvector, the
 # three legacy stand-ins and a proxy in dualwrite in front of each, sends a burst of
 # realistic traffic through the proxies, prints what the proxy saw, drains the outboxes and
-# shows the mirrored writes in PostgreSQL; then shows the orchestrator's own API at work.
+# shows the mirrored writes in PostgreSQL; then the same traffic in shadow and in live, with
+# the comparisons and who served the reads; then the orchestrator's own API at work.
 # Everything runs on 127.0.0.1 with free ports and stops at the end. PostgreSQL is the one
 # at DATABASE_URL, or a throwaway one (the Makefile runs this under scripts/pg.sh run).
 set -euo pipefail
@@ -127,6 +128,41 @@ scripts/pg.sh psql "$DATABASE_URL" --no-psqlrc --quiet --pset=footer=off -c "
     SELECT session_type, count(*) AS sessions,
            count(*) FILTER (WHERE is_archived) AS ended_by_delete_session
     FROM sessions GROUP BY 1 ORDER BY 1" | sed 's/^/   /'
+
+# The next stages: the same traffic with the proxy restarted in shadow (every read also
+# asked of the orchestrator and compared), then in live (the orchestrator answers every
+# read, legacy as the fallback). Same outboxes, same legacy agents.
+restart_proxy() {
+    local flags=$1
+    kill "${pids[-1]}" && wait "${pids[-1]}" 2>/dev/null || true
+    unset 'pids[-1]'
+    "$PY" - "$DEMO/memshift.toml" "$flags" <<'PYEOF'
+import re, sys
+path, flags = sys.argv[1], sys.argv[2].replace("\\n", "\n")
+text = re.sub(r'stage = "[a-z]+"(\n[a-z_]+_percent = [0-9.]+)*', flags, open(path).read())
+open(path, "w").write(text)
+PYEOF
+    rm -f "$DEMO/proxy.out" && mkfifo "$DEMO/proxy.out"
+    "$BIN" proxy --config "$DEMO/memshift.toml" >"$DEMO/proxy.out" &
+    pids+=($!)
+    read -r ready <"$DEMO/proxy.out"
+    metrics=$(json "$ready" metrics)
+}
+for stage in 'stage = "shadow"\nshadow_percent = 100' 'stage = "live"\nread_percent = 100\nshadow_percent = 0'; do
+    restart_proxy "$stage"
+    echo
+    echo "== the same traffic in ${stage%%\\n*} (metrics on http://$metrics/metrics)"
+    "$PY" scripts/demo_traffic.py \
+        --session "$(endpoint session_memory)" \
+        --contextual "$(endpoint contextual_memory)" \
+        --jarvis "$(endpoint jarvis_memory)" \
+        --metrics "$metrics" >/dev/null
+    "$BIN" outbox drain --config "$DEMO/memshift.toml" --timeout 60s >/dev/null 2>&1 || true
+    "$PY" scripts/demo_reads.py "$metrics" "$DEMO" "$(endpoint session_memory)" \
+        "$(endpoint contextual_memory)" "$(endpoint jarvis_memory)"
+    sleep 0.5
+    "$PY" scripts/demo_reads.py --metrics-only "$metrics"
+done
 
 echo
 echo "== the orchestrator at work (its own API)"
