@@ -50,10 +50,15 @@ poll_interval = "100ms"
 [log]
 level = "warn"
 TOML
-mkfifo "$DEMO/orchestrator.out"
-"$BIN" orchestrator --config "$DEMO/orchestrator.toml" >"$DEMO/orchestrator.out" &
-pids+=($!)
-read -r ready <"$DEMO/orchestrator.out"
+# Starts `memshift SUBCOMMAND --config FILE` in the background; its ready line goes in $ready.
+launch() {
+    local out="$DEMO/$1.out"
+    rm -f "$out" && mkfifo "$out"
+    "$BIN" "$1" --config "$2" >"$out" &
+    pids+=($!)
+    read -r ready <"$out"
+}
+launch orchestrator "$DEMO/orchestrator.toml"
 json() { "$PY" -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 orch_endpoint=$(json "$ready" endpoint)
 orch_metrics=$(json "$ready" metrics)
@@ -75,10 +80,7 @@ data_dir = "$DEMO/outbox"
 TOML
 
 echo "== starting memshift proxy in dualwrite ($DEMO/memshift.toml)"
-mkfifo "$DEMO/proxy.out"
-"$BIN" proxy --config "$DEMO/memshift.toml" >"$DEMO/proxy.out" &
-pids+=($!)
-read -r ready <"$DEMO/proxy.out"
+launch proxy "$DEMO/memshift.toml"
 endpoint() { "$PY" -c "import json,sys; r=json.loads(sys.argv[1]); print({a['agent']: a['endpoint'] for a in r['agents']}[sys.argv[2]])" "$ready" "$1"; }
 metrics=$(json "$ready" metrics)
 for agent in session_memory contextual_memory jarvis_memory; do
@@ -142,10 +144,7 @@ path, flags = sys.argv[1], sys.argv[2].replace("\\n", "\n")
 text = re.sub(r'stage = "[a-z]+"(\n[a-z_]+_percent = [0-9.]+)*', flags, open(path).read())
 open(path, "w").write(text)
 PYEOF
-    rm -f "$DEMO/proxy.out" && mkfifo "$DEMO/proxy.out"
-    "$BIN" proxy --config "$DEMO/memshift.toml" >"$DEMO/proxy.out" &
-    pids+=($!)
-    read -r ready <"$DEMO/proxy.out"
+    launch proxy "$DEMO/memshift.toml"
     metrics=$(json "$ready" metrics)
 }
 for stage in 'stage = "shadow"\nshadow_percent = 100' 'stage = "live"\nread_percent = 100\nshadow_percent = 0'; do

@@ -4,7 +4,6 @@
 
 mod common;
 
-use common::pg::{Orchestrator, TestDb};
 use common::rig::*;
 use common::*;
 use memshift::compare::{Outcome, compare};
@@ -55,14 +54,7 @@ fn check_reads(rig: &Rig, profile: Profile, requests: &[Value]) -> usize {
 
 #[test]
 fn in_live_every_session_read_equals_the_legacy_reply() {
-    let db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "session_memory",
-        StandIn::start("session_memory"),
-        &orch.endpoint,
-        LIVE,
-    );
+    let (_db, _orch, rig) = fresh_rig("session_memory", LIVE);
     let mut writes = vec![json!({"action": "create_session", "session_id": "s", "user_id": "u"})];
     for i in 0..30 {
         writes.push(json!({"action": "add_interaction", "session_id": "s", "role": "user", "content": format!("Grüße ☀ #{i} {}", "w".repeat(i))}));
@@ -95,14 +87,7 @@ fn in_live_every_session_read_equals_the_legacy_reply() {
 
 #[test]
 fn in_live_every_contextual_read_equals_the_legacy_reply() {
-    let db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "contextual_memory",
-        StandIn::start("contextual_memory"),
-        &orch.endpoint,
-        LIVE,
-    );
+    let (_db, _orch, rig) = fresh_rig("contextual_memory", LIVE);
     let mut writes =
         vec![json!({"action": "record_decision", "session_id": "c", "decision": "first ✓"})];
     for i in 0..60 {
@@ -130,14 +115,7 @@ fn in_live_every_contextual_read_equals_the_legacy_reply() {
 
 #[test]
 fn in_live_every_jarvis_read_equals_the_legacy_reply() {
-    let db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "jarvis_memory",
-        StandIn::start("jarvis_memory"),
-        &orch.endpoint,
-        LIVE,
-    );
+    let (_db, _orch, rig) = fresh_rig("jarvis_memory", LIVE);
     let mut requests = Vec::new();
     for i in 0..12 {
         let memory = if i % 3 == 0 {
@@ -165,14 +143,7 @@ fn in_live_every_jarvis_read_equals_the_legacy_reply() {
 
 #[test]
 fn with_the_orchestrator_stopped_live_reads_come_from_legacy_within_the_budget() {
-    let db = TestDb::new();
-    let mut orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "jarvis_memory",
-        StandIn::start("jarvis_memory"),
-        &orch.endpoint,
-        &format!("{LIVE}[mirror]\n"),
-    );
+    let (_db, mut orch, rig) = fresh_rig("jarvis_memory", &format!("{LIVE}[mirror]\n"));
     check_reads(
         &rig,
         Profile::JarvisMemory,

@@ -243,14 +243,7 @@ fn every_jarvis_memory_write_is_mirrored_and_every_reply_is_unchanged() {
 
 #[test]
 fn keys_outside_mirror_percent_are_not_mirrored_and_are_counted() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "jarvis_memory",
-        StandIn::start("jarvis_memory"),
-        &orch.endpoint,
-        "mirror_percent = 0\n",
-    );
+    let (mut db, _orch, rig) = fresh_rig("jarvis_memory", "mirror_percent = 0\n");
     let ctx = zmq::Context::new();
     let s = rig.socket(&ctx);
     for i in 0..5 {
@@ -474,14 +467,7 @@ fn a_proxy_killed_mid_burst_delivers_every_write_it_had_put_in_the_outbox() {
 
 #[test]
 fn sixteen_clients_interleaving_on_the_same_keys_leave_both_stores_equal() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "session_memory",
-        StandIn::start("session_memory"),
-        &orch.endpoint,
-        "",
-    );
+    let (mut db, _orch, rig) = fresh_rig("session_memory", "");
     let ctx = zmq::Context::new();
     let sessions = ["k1", "k2", "k3"];
     create_sessions(&rig.socket(&ctx), &sessions);
@@ -531,14 +517,7 @@ fn sixteen_clients_interleaving_on_the_same_keys_leave_both_stores_equal() {
 
 #[test]
 fn a_write_the_orchestrator_rejects_is_dead_lettered_with_its_reason_and_retried_on_demand() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "jarvis_memory",
-        StandIn::start("jarvis_memory"),
-        &orch.endpoint,
-        "",
-    );
+    let (mut db, _orch, rig) = fresh_rig("jarvis_memory", "");
     db.exec(
         "ALTER TABLE memory_entries ADD CONSTRAINT no_forbidden
          CHECK (coalesce(text_content, '') <> 'forbidden words')",

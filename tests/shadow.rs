@@ -64,14 +64,7 @@ fn no_mismatch(rig: &Rig) {
 
 #[test]
 fn a_mixed_session_workload_in_shadow_has_no_mismatch() {
-    let db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "session_memory",
-        StandIn::start("session_memory"),
-        &orch.endpoint,
-        SHADOW,
-    );
+    let (_db, _orch, rig) = fresh_rig("session_memory", SHADOW);
     let mut requests = vec![
         json!({"action": "create_session", "session_id": "long", "user_id": "ana"}),
         json!({"action": "create_session", "session_id": "cleared"}),
@@ -121,14 +114,7 @@ fn a_mixed_session_workload_in_shadow_has_no_mismatch() {
 
 #[test]
 fn a_mixed_contextual_workload_in_shadow_has_no_mismatch() {
-    let db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "contextual_memory",
-        StandIn::start("contextual_memory"),
-        &orch.endpoint,
-        SHADOW,
-    );
+    let (_db, _orch, rig) = fresh_rig("contextual_memory", SHADOW);
     let mut requests = vec![
         json!({"action": "get_context", "session_id": "c1"}),
         json!({"action": "record_decision", "session_id": "only-decisions", "decision": "use SQLite"}),
@@ -177,14 +163,7 @@ fn a_mixed_contextual_workload_in_shadow_has_no_mismatch() {
 
 #[test]
 fn a_mixed_jarvis_workload_in_shadow_has_no_mismatch() {
-    let db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "jarvis_memory",
-        StandIn::start("jarvis_memory"),
-        &orch.endpoint,
-        SHADOW,
-    );
+    let (_db, _orch, rig) = fresh_rig("jarvis_memory", SHADOW);
     let mut requests = vec![json!({"action": "get_memories", "user_id": "nobody"})];
     for i in 0..30 {
         let user = ["bo", "cy", "dee"][i % 3];
@@ -217,14 +196,7 @@ fn a_mixed_jarvis_workload_in_shadow_has_no_mismatch() {
 
 #[test]
 fn a_row_altered_in_postgres_is_a_mismatch_at_the_right_path() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "session_memory",
-        StandIn::start("session_memory"),
-        &orch.endpoint,
-        SHADOW,
-    );
+    let (mut db, _orch, rig) = fresh_rig("session_memory", SHADOW);
     let mut requests = vec![json!({"action": "create_session", "session_id": "s"})];
     for i in 0..3 {
         requests.push(json!({"action": "add_interaction", "session_id": "s", "role": "user", "content": format!("line {i}")}));
@@ -307,14 +279,7 @@ fn mismatch_samples_are_kept_within_their_retention() {
 
 #[test]
 fn a_read_racing_its_own_pending_write_is_a_race() {
-    let mut db = TestDb::new();
-    let orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "jarvis_memory",
-        StandIn::start("jarvis_memory"),
-        &orch.endpoint,
-        SHADOW,
-    );
+    let (mut db, _orch, rig) = fresh_rig("jarvis_memory", SHADOW);
     // Deliveries crawl; reads do not.
     db.exec("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.4); RETURN NEW; END $$");
     db.exec(
@@ -374,14 +339,7 @@ fn a_session_the_legacy_agent_expired_is_legacy_drift() {
 
 #[test]
 fn an_orchestrator_that_is_gone_is_a_shadow_error_and_clients_never_notice() {
-    let db = TestDb::new();
-    let mut orch = Orchestrator::start(&db, "", "");
-    let rig = Rig::start(
-        "jarvis_memory",
-        StandIn::start("jarvis_memory"),
-        &orch.endpoint,
-        SHADOW,
-    );
+    let (_db, mut orch, rig) = fresh_rig("jarvis_memory", SHADOW);
     orch.signal(Signal::SIGKILL);
     orch.wait_exit(TIMEOUT);
     for _ in 0..3 {

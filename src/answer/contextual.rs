@@ -114,7 +114,7 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
 }
 
 /// The agent's `code_summary` of code contents, newest first.
-fn code_summary(code: &[&str]) -> String {
+pub(super) fn code_summary(code: &[&str]) -> String {
     let all = code.join("\n\n");
     let mut text = format!(
         "Code Summary:\nTotal snippets: {}\nTotal lines: {}\n",
@@ -156,9 +156,4 @@ fn py_prefix(s: &str, n: i64) -> String {
     let len = s.chars().count() as i64;
     let end = if n < 0 { (len + n).max(0) } else { n.min(len) };
     s.chars().take(end as usize).collect()
-}
-
-#[cfg(test)]
-pub(super) fn code_summary_for_test(code: &[&str]) -> String {
-    code_summary(code)
 }

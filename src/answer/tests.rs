@@ -198,7 +198,7 @@ fn contextual_summary_is_rebuilt_from_the_newest_51_as_the_agent_does() {
 fn code_summaries_match_the_agents_text() {
     // Expected texts printed by the stand-in's own code_summary.
     assert_eq!(
-        contextual::code_summary_for_test(&[
+        contextual::code_summary(&[
             "SELECT * FROM t -- sqlite",
             "def handler():\n    return flask.route(\"/api\")",
             "x = 1"
@@ -206,11 +206,11 @@ fn code_summaries_match_the_agents_text() {
         "Code Summary:\nTotal snippets: 3\nTotal lines: 6\n\nDETECTED DOMAINS: database operations, web functionality\n"
     );
     assert_eq!(
-        contextual::code_summary_for_test(&["x = 1"]),
+        contextual::code_summary(&["x = 1"]),
         "Code Summary:\nTotal snippets: 1\nTotal lines: 1\n\nNo specific domains detected\n"
     );
     assert_eq!(
-        contextual::code_summary_for_test(&["spawn a Thread for the web server\nline2"]),
+        contextual::code_summary(&["spawn a Thread for the web server\nline2"]),
         "Code Summary:\nTotal snippets: 1\nTotal lines: 2\n\nWeb Functionality:\n- HTTP endpoints and web routes present\n\nConcurrency Features:\n- Threading and async operations present\n\nDETECTED DOMAINS: web functionality, concurrency features\n"
     );
 }

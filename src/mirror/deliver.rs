@@ -25,6 +25,7 @@
 
 use super::Signal;
 use super::activity::KeyActivity;
+use super::link;
 use crate::config::MirrorSettings;
 use crate::metrics::{DeliveryOutcome, MirrorMetrics};
 use crate::outbox::{Entry, Outbox, Settled};
@@ -107,7 +108,7 @@ impl Deliverer {
         pending: Arc<AtomicU64>,
         metrics: Arc<MirrorMetrics>,
     ) -> anyhow::Result<Deliverer> {
-        let socket = connect(ctx, &settings)?;
+        let socket = link::connect(ctx, settings.orchestrator.as_str())?;
         let now = Instant::now();
         Ok(Deliverer {
             agent: agent.to_owned(),
@@ -287,11 +288,7 @@ impl Deliverer {
         request.insert("request_id".into(), json!(request_id));
         request.insert("timestamp".into(), json!(crate::api::now()));
         let body = Value::Object(request).to_string();
-        let sent = self
-            .socket
-            .send("", zmq::SNDMORE | zmq::DONTWAIT)
-            .and_then(|()| self.socket.send(body.as_bytes(), zmq::DONTWAIT));
-        match sent {
+        match link::send(&self.socket, body.as_bytes()) {
             Ok(()) => {
                 self.busy.insert(entry.key.clone());
                 self.out.insert(
@@ -319,24 +316,20 @@ impl Deliverer {
 
     fn receive(&mut self) {
         loop {
-            let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EAGAIN) => return,
+            let reply = match link::receive(&self.socket) {
+                Ok(Some(Ok(reply))) => reply,
+                Ok(Some(Err(()))) => {
+                    self.metrics.failure("bad_reply");
+                    self.note_failure("bad_reply");
+                    continue;
+                }
+                Ok(None) => return,
                 Err(e) => {
                     error!(agent = %self.agent, "receiving from the orchestrator: {e}");
                     return;
                 }
             };
             let now = Instant::now();
-            let Some(body) = frames.last() else { continue };
-            let reply: Value = match serde_json::from_slice(body) {
-                Ok(v) => v,
-                Err(_) => {
-                    self.metrics.failure("bad_reply");
-                    self.note_failure("bad_reply");
-                    continue;
-                }
-            };
             let Some(out) = reply
                 .get("request_id")
                 .and_then(Value::as_str)
@@ -416,7 +409,7 @@ impl Deliverer {
             let rtt = timed_out.then(|| (now - out.sent).as_secs_f64());
             self.retry(out.entry, attempts, "timeout: no answer".to_owned(), rtt);
         }
-        match connect(&self.ctx, &self.settings) {
+        match link::connect(&self.ctx, self.settings.orchestrator.as_str()) {
             Ok(socket) => self.socket = socket,
             Err(e) => error!(agent = %self.agent, "reconnecting to the orchestrator: {e:#}"),
         }
@@ -549,18 +542,6 @@ fn backoff(settings: &MirrorSettings, n: u32) -> Duration {
     let full = (base * 2f64.powi(n.saturating_sub(1).min(30) as i32))
         .min(settings.backoff_max.as_secs_f64());
     Duration::from_secs_f64(full * (1.0 - fastrand::f64() / 2.0))
-}
-
-/// A DEALER that refuses to queue for an orchestrator it is not connected to
-/// (`ZMQ_IMMEDIATE`), so that an outage is noticed at the first send.
-fn connect(ctx: &zmq::Context, settings: &MirrorSettings) -> anyhow::Result<zmq::Socket> {
-    let socket = ctx.socket(zmq::DEALER)?;
-    socket.set_linger(0)?;
-    socket.set_immediate(true)?;
-    socket.set_heartbeat_ivl(1_000)?;
-    socket.set_heartbeat_timeout(3_000)?;
-    socket.connect(settings.orchestrator.as_str())?;
-    Ok(socket)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 
 mod activity;
 mod deliver;
+mod link;
 mod shadow;
 mod writer;
 

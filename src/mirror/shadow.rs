@@ -16,6 +16,7 @@
 //! `shadow.timeout` is a `shadow_timeout`.
 
 use super::activity::{KeyActivity, Snapshot};
+use super::link;
 use crate::answer::{self, MAX_ENTRIES, Query, Stored};
 use crate::compare::{self, Outcome};
 use crate::config::ShadowSettings;
@@ -166,12 +167,7 @@ impl ShadowReader {
         metrics: Arc<MirrorMetrics>,
         signals: WakeSender<ShadowMessage>,
     ) -> anyhow::Result<(ShadowReader, ShadowSender)> {
-        let socket = ctx.socket(zmq::DEALER)?;
-        socket.set_linger(0)?;
-        socket.set_immediate(true)?;
-        socket.set_heartbeat_ivl(1_000)?;
-        socket.set_heartbeat_timeout(3_000)?;
-        socket.connect(orchestrator)?;
+        let socket = link::connect(ctx, orchestrator)?;
         let queued = Arc::new(AtomicUsize::new(0));
         let sender = ShadowSender {
             tx: signals,
@@ -290,11 +286,7 @@ impl ShadowReader {
         self.next_request += 1;
         let request_id = format!("shadow/{}/{}", self.agent, self.next_request);
         let body = json!({"action": "batch_read", "payload": {"filter": filter}, "request_id": request_id});
-        let sent = self
-            .socket
-            .send("", zmq::SNDMORE | zmq::DONTWAIT)
-            .and_then(|()| self.socket.send(body.to_string().as_bytes(), zmq::DONTWAIT));
-        match sent {
+        match link::send(&self.socket, body.to_string().as_bytes()) {
             Ok(()) => {
                 self.fetching.insert(request_id, f);
             }
@@ -305,19 +297,15 @@ impl ShadowReader {
 
     fn receive(&mut self) {
         loop {
-            let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
-                Ok(frames) => frames,
-                Err(zmq::Error::EAGAIN) => return,
+            let reply = match link::receive(&self.socket) {
+                Ok(Some(Ok(reply))) => reply,
+                // Not JSON: no request id to match it with.
+                Ok(Some(Err(()))) => continue,
+                Ok(None) => return,
                 Err(e) => {
                     error!(agent = %self.agent, "receiving shadow answers: {e}");
                     return;
                 }
-            };
-            let Some(reply) = frames
-                .last()
-                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-            else {
-                continue;
             };
             let Some(f) = reply
                 .get("request_id")
@@ -458,11 +446,7 @@ impl ShadowReader {
                 "legacy_reply": shown(&legacy), "shadow_reply": shown(m.shadow), "redacted": !keep,
             },
         });
-        let sent = self
-            .socket
-            .send("", zmq::SNDMORE | zmq::DONTWAIT)
-            .and_then(|()| self.socket.send(body.to_string().as_bytes(), zmq::DONTWAIT));
-        if let Err(e) = sent {
+        if let Err(e) = link::send(&self.socket, body.to_string().as_bytes()) {
             debug!(agent = %self.agent, "mismatch sample not recorded: {e}");
         }
     }

@@ -130,13 +130,9 @@ impl Writer {
         for w in batch {
             let mirror = match translate::translate(self.profile, &w.request, &w.reply) {
                 Verdict::Mirror(m) => m,
-                Verdict::Failed(_) => {
-                    self.metrics.write(w.action, WriteOutcome::LegacyFailed);
-                    continue;
-                }
-                // Classified as a write but not one the profile mirrors (cannot happen with
-                // the built-in tables; counted rather than trusted).
-                Verdict::NotAWrite => {
+                // NotAWrite: classified as a write but not one the profile mirrors (cannot
+                // happen with the built-in tables; counted rather than trusted).
+                Verdict::Failed(_) | Verdict::NotAWrite => {
                     self.metrics.write(w.action, WriteOutcome::LegacyFailed);
                     continue;
                 }

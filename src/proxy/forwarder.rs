@@ -160,7 +160,7 @@ impl Forwarder {
             }
             let accepting = self.drain_deadline.is_none()
                 && self.stalled.is_none()
-                && self.pending.len() + self.live.len() < self.max_in_flight;
+                && self.in_flight() < self.max_in_flight;
             let ready = match self.poll(accepting, now) {
                 Ok(ready) => ready,
                 Err(zmq::Error::EINTR) => continue,
@@ -181,6 +181,11 @@ impl Forwarder {
         }
         self.log_abandoned();
         Ok(())
+    }
+
+    /// Requests awaiting an answer, from the legacy agent or (live) the orchestrator.
+    fn in_flight(&self) -> usize {
+        self.pending.len() + self.live.len()
     }
 
     fn poll(&mut self, accepting: bool, now: Instant) -> zmq::Result<Ready> {
@@ -258,9 +263,7 @@ impl Forwarder {
             return Ok(());
         };
         let mirror = self.mirror.as_ref().expect("live reads need the mirror");
-        let (action, _) = classify::action_labels(self.profile)
-            .nth(p.slot)
-            .unwrap_or(("?", Class::Other));
+        let (action, _) = action_at(self.profile, p.slot);
         match served {
             Ok(bytes) => {
                 let delivered = send_reply(&self.frontend, p.envelope, vec![Message::from(bytes)])?;
@@ -308,11 +311,14 @@ impl Forwarder {
         body: Vec<Message>,
         received: Instant,
     ) -> Result<(), (Vec<Message>, Vec<Message>)> {
-        let flags = self.flags.load();
-        let Some(mirror) = self.mirror.clone() else {
+        if classified.class != Class::Read || body.len() != 1 {
+            return Err((envelope, body));
+        }
+        let Some(mirror) = self.mirror.as_ref() else {
             return Err((envelope, body));
         };
-        if !flags.stage.serves_reads() || classified.class != Class::Read || body.len() != 1 {
+        let flags = self.flags.load();
+        if !flags.stage.serves_reads() {
             return Err((envelope, body));
         }
         let Ok(request) = serde_json::from_slice(&body[0]) else {
@@ -348,7 +354,7 @@ impl Forwarder {
 
     fn on_client_requests(&mut self) -> zmq::Result<()> {
         for _ in 0..BATCH {
-            if self.stalled.is_some() || self.pending.len() >= self.max_in_flight {
+            if self.stalled.is_some() || self.in_flight() >= self.max_in_flight {
                 break;
             }
             let Some(frames) = recv_message(&self.frontend)? else {
@@ -528,9 +534,7 @@ impl Forwarder {
         let Some(mirror) = &self.mirror else {
             return Ok(());
         };
-        let (action, class) = classify::action_labels(self.profile)
-            .nth(pending.slot)
-            .unwrap_or(("?", Class::Other));
+        let (action, class) = action_at(self.profile, pending.slot);
         if class == Class::Read {
             mirror.metrics().served(action, "legacy");
         }
@@ -590,9 +594,14 @@ struct Ready {
 }
 
 fn action_name(profile: Profile, classified: &Classified) -> &'static str {
+    action_at(profile, classified.slot(profile)).0
+}
+
+/// The action label and class of a metric slot.
+fn action_at(profile: Profile, slot: usize) -> (&'static str, Class) {
     classify::action_labels(profile)
-        .nth(classified.slot(profile))
-        .map_or("?", |(name, _)| name)
+        .nth(slot)
+        .unwrap_or(("?", Class::Other))
 }
 
 /// The bytes of a one-frame reply; `None` for a multipart one.

@@ -144,3 +144,12 @@ pub fn jarvis_mirrored(db: &mut TestDb) -> BTreeMap<String, Vec<Value>> {
     }
     mirrored
 }
+
+/// A fresh database, an orchestrator on it, and a [`Rig`] of `agent` in front of a fresh
+/// stand-in, mirroring to that orchestrator with `extra` keys.
+pub fn fresh_rig(agent: &'static str, extra: &str) -> (TestDb, super::pg::Orchestrator, Rig) {
+    let db = TestDb::new();
+    let orch = super::pg::Orchestrator::start(&db, "", "");
+    let rig = Rig::start(agent, StandIn::start(agent), &orch.endpoint, extra);
+    (db, orch, rig)
+}

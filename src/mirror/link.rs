@@ -1,0 +1,46 @@
+//! The mirror's link to the orchestrator: a DEALER that refuses to queue for an
+//! orchestrator it is not connected to (`ZMQ_IMMEDIATE`, so an outage shows at the first
+//! send), with heartbeats to notice one that froze; requests and replies as
+//! `["", body]`. The deliverer and the shadow reader each own one, on their own thread.
+
+use serde_json::Value;
+
+/// A DEALER connected to `endpoint`.
+///
+/// # Errors
+/// The socket cannot be created or the endpoint is invalid.
+pub fn connect(ctx: &zmq::Context, endpoint: &str) -> zmq::Result<zmq::Socket> {
+    let socket = ctx.socket(zmq::DEALER)?;
+    socket.set_linger(0)?;
+    socket.set_immediate(true)?;
+    socket.set_heartbeat_ivl(1_000)?;
+    socket.set_heartbeat_timeout(3_000)?;
+    socket.connect(endpoint)?;
+    Ok(socket)
+}
+
+/// Sends one request without waiting.
+///
+/// # Errors
+/// `EAGAIN` when there is no connection (or its queue is full); any other ZMQ error.
+pub fn send(socket: &zmq::Socket, body: &[u8]) -> zmq::Result<()> {
+    socket.send("", zmq::SNDMORE | zmq::DONTWAIT)?;
+    socket.send(body, zmq::DONTWAIT)
+}
+
+/// One reply, if one is waiting: `Some(Ok(json))`, or `Some(Err(()))` for one that is not
+/// JSON.
+///
+/// # Errors
+/// A ZMQ error other than "nothing waiting".
+pub fn receive(socket: &zmq::Socket) -> zmq::Result<Option<Result<Value, ()>>> {
+    let frames = match socket.recv_multipart(zmq::DONTWAIT) {
+        Ok(frames) => frames,
+        Err(zmq::Error::EAGAIN) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let parsed = frames
+        .last()
+        .and_then(|body| serde_json::from_slice::<Value>(body).ok());
+    Ok(Some(parsed.ok_or(())))
+}
