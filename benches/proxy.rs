@@ -631,13 +631,18 @@ impl Sidecar {
         };
         let mirror = match mirror_to {
             None => String::new(),
-            Some(orchestrator) => format!(
-                "{flags}\n[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{}\"\nmax_pending = 100000000\n{}\n",
-                dir.path().display(),
-                std::env::var("BENCH_MIRROR")
-                    .unwrap_or_default()
-                    .replace("\\n", "\n")
-            ),
+            Some(orchestrator) => {
+                let flags_file = dir.path().join("flags.toml");
+                std::fs::write(&flags_file, format!("[agents.bench]\n{flags}\n")).unwrap();
+                format!(
+                    "[rollout]\nflags = \"{}\"\n[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{}\"\nmax_pending = 100000000\n{}\n",
+                    flags_file.display(),
+                    dir.path().display(),
+                    std::env::var("BENCH_MIRROR")
+                        .unwrap_or_default()
+                        .replace("\\n", "\n")
+                )
+            }
         };
         let config = dir.path().join("bench.toml");
         std::fs::write(

@@ -2,8 +2,8 @@
 //!
 //! Read on the primary path for every request, so they live behind an [`ArcSwap`]: a load
 //! is a few atomic operations and never blocks, and a new set of flags can be swapped in
-//! whole (hot reload, the kill switch) without stopping a forwarder. Today they come from
-//! the agent's table in the configuration file.
+//! whole (hot reload, the kill switch) without stopping a forwarder. They come from the
+//! flags file, through [`crate::rollout`], which also folds a rollback into them.
 //!
 //! Percentages bucket by the profile's key (session or user) with a stable hash, so a key
 //! always goes the same way, and raising a percentage only ever adds keys.
@@ -14,7 +14,8 @@ use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// How far one agent's migration has gone (DESIGN.md, "Stages").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Ordered: a later stage is further along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
     /// Pure passthrough: nothing reaches the orchestrator.
     Off,
@@ -131,6 +132,17 @@ pub struct AgentFlags {
     pub shadow_percent: Percent,
     /// Share of keys whose reads the orchestrator answers (in `live`).
     pub read_percent: Percent,
+    /// A rollback holds (the kill switch, or an automatic trigger): every read goes to
+    /// legacy whatever the stage says, while writes are still mirrored and reads still
+    /// compared, so nothing is lost and the migration can resume.
+    pub rollback: bool,
+}
+
+impl AgentFlags {
+    /// Whether the orchestrator answers reads (for `read_percent` of keys) right now.
+    pub fn serves_reads(&self) -> bool {
+        self.stage.serves_reads() && !self.rollback
+    }
 }
 
 impl Default for AgentFlags {
@@ -140,6 +152,7 @@ impl Default for AgentFlags {
             mirror_percent: Percent::ALL,
             shadow_percent: Percent::ALL,
             read_percent: Percent::NONE,
+            rollback: false,
         }
     }
 }

@@ -60,19 +60,22 @@ impl Health {
     }
 }
 
-/// Serves until `shutdown` is cancelled.
+/// Serves until `shutdown` is cancelled; `extra` adds the process's own routes (the
+/// proxy's `/flags` and `/admin/…`).
 ///
 /// # Errors
 /// The server failed while running (accept errors are retried by axum).
 pub async fn serve<S: Status>(
     listener: TcpListener,
     status: Arc<S>,
+    extra: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics::<S>))
         .route("/healthz", get(healthz::<S>))
-        .with_state(status);
+        .with_state(status)
+        .merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

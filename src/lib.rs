@@ -71,6 +71,7 @@ pub mod outbox;
 pub mod profile;
 pub mod proxy;
 pub mod pyjson;
+pub mod rollout;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

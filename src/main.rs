@@ -46,6 +46,26 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// The rollout's flags file.
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FlagsCommand {
+    /// Validate a flags file and say what a running proxy's gates would decide for it.
+    /// Exit 0: valid and every gate open; 2: a gate would refuse it; 64: invalid; 1: no
+    /// proxy answered.
+    Check {
+        /// The file to check (default: [rollout] flags).
+        #[arg(long)]
+        flags: Option<PathBuf>,
+        /// The proxy's HTTP address (default: http://<[metrics] listen>).
+        #[arg(long)]
+        proxy: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,10 +114,17 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig => {
-            print!("{}", describe(&cli.config, &config));
-            ExitCode::SUCCESS
-        }
+        Command::CheckConfig => match flags_file(&config) {
+            Ok(flags) => {
+                print!("{}{flags}", describe(&cli.config, &config));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("memshift: {e:#}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+
         Command::Proxy if config.agents.is_empty() => {
             eprintln!(
                 "memshift: the proxy needs at least one [[agents]] table in {}",
@@ -105,13 +132,22 @@ fn main() -> ExitCode {
             );
             ExitCode::from(EXIT_USAGE)
         }
-        Command::Proxy => run(config, |config, shutdown| {
-            Box::pin(memshift::app::run_proxy(config, shutdown))
-        }),
+        Command::Proxy => match flags_file(&config) {
+            Err(e) => {
+                eprintln!("memshift: {e:#}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            Ok(_) => run(config, |config, shutdown| {
+                Box::pin(memshift::app::run_proxy(config, shutdown))
+            }),
+        },
         Command::Orchestrator => run(config, |config, shutdown| {
             Box::pin(memshift::app::run_orchestrator(config, shutdown))
         }),
         Command::Migrate => run(config, |config, _| Box::pin(migrate(config))),
+        Command::Flags {
+            command: FlagsCommand::Check { flags, proxy },
+        } => check_flags(&config, flags.as_deref(), proxy.as_deref()),
         Command::Outbox { command } => {
             memshift::telemetry::init(&config.log);
             match outbox(&config, command) {
@@ -231,16 +267,14 @@ fn describe(path: &std::path::Path, config: &Config) -> String {
     for a in &config.agents {
         let _ = writeln!(
             out,
-            "agent {} ({}): {} -> {}, legacy_timeout {:?}, guard multipart={} non_json={}, stage {}, mirror_percent {}",
+            "agent {} ({}): {} -> {}, legacy_timeout {:?}, guard multipart={} non_json={}",
             a.name,
             a.profile.name(),
             a.listen,
             a.legacy,
             a.legacy_timeout,
             a.guard.multipart,
-            a.guard.non_json,
-            a.flags.stage,
-            a.flags.mirror_percent
+            a.guard.non_json
         );
     }
     let m = &config.mirror;
@@ -295,4 +329,88 @@ fn describe(path: &std::path::Path, config: &Config) -> String {
         e.model, e.dimension, e.batch_size
     );
     out
+}
+
+/// The flags file, validated, described for `check-config`; empty without one.
+fn flags_file(config: &Config) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let r = &config.rollout;
+    let Some(path) = &r.flags else {
+        return Ok("flags: no flags file ([rollout] flags): every agent stays off\n".to_owned());
+    };
+    let file = memshift::rollout::load_file(path)?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "flags: {} (poll {:?}, panic file {}), rollback {}",
+        path.display(),
+        r.poll_interval,
+        r.panic_path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        file.rollback
+    );
+    for a in &config.agents {
+        let f = file.agent(&a.name);
+        let _ = writeln!(
+            out,
+            "  {}: stage {}, mirror {}, shadow {}, read {}{}",
+            a.name,
+            f.stage,
+            f.mirror_percent,
+            f.shadow_percent,
+            f.read_percent,
+            if f.rollback { ", rolled back" } else { "" }
+        );
+    }
+    let auto = &r.auto;
+    let _ = writeln!(
+        out,
+        "rollout: gates {:?} (min comparisons {}, outbox age {:?}); auto-rollback {} (window {:?}..{:?}, min samples {}, inconsistency {}, latency {:?}, errors {}, confidence {}, hold {})",
+        r.gates,
+        r.gate_min_comparisons,
+        r.gate_max_outbox_age,
+        if auto.enabled { "on" } else { "off" },
+        auto.window,
+        auto.max_window,
+        auto.min_samples,
+        auto.max_inconsistency,
+        auto.max_added_latency,
+        auto.max_error_rate,
+        auto.confidence,
+        auto.hold
+    );
+    Ok(out)
+}
+
+fn check_flags(config: &Config, flags: Option<&std::path::Path>, proxy: Option<&str>) -> ExitCode {
+    use memshift::app::flags::{self, Verdict};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("memshift: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(flags::check(config, flags, proxy)) {
+        Ok(Verdict::Open(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Verdict::Closed(text)) => {
+            print!("{text}");
+            ExitCode::from(2)
+        }
+        Err(e) if e.downcast_ref::<memshift::config::ConfigErrors>().is_some() => {
+            eprintln!("memshift: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("memshift: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

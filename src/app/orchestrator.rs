@@ -282,6 +282,11 @@ async fn serve_http(
         draining: AtomicBool::new(false),
     });
     let stop = CancellationToken::new();
-    let task = tokio::spawn(http::serve(listener, status.clone(), stop.clone()));
+    let task = tokio::spawn(http::serve(
+        listener,
+        status.clone(),
+        axum::Router::new(),
+        stop.clone(),
+    ));
     Ok((HttpStatus { status, addr }, stop, task))
 }

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Listening};
+use crate::rollout::{self, Rollout, Watch};
 use anyhow::Context as _;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -34,8 +35,17 @@ struct Ready<'a> {
 /// Start-up failed (a port is taken) or a forwarder failed.
 pub async fn run_proxy(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    let rollout = Arc::new(Rollout::new(
+        &config.rollout,
+        &config.mirror.data_dir,
+        &config.agents,
+        metrics.clone(),
+    )?);
+    let admin_token = read_admin_token(&config)?;
+    let watch =
+        Watch::install(rollout.clone()).context("installing the rollout's signal handlers")?;
     let ctx = zmq::Context::new();
-    let running = proxy::start(&ctx, &config, &metrics)?;
+    let running = proxy::start(&ctx, &config, &metrics, &rollout)?;
     let listener = match TcpListener::bind(config.metrics.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -50,7 +60,14 @@ pub async fn run_proxy(config: Config, shutdown: CancellationToken) -> anyhow::R
     let names = config.agents.iter().map(|a| a.name.clone()).collect();
     let health = Arc::new(Health::new(metrics.clone(), names));
     let http_stop = CancellationToken::new();
-    let http_task = tokio::spawn(http::serve(listener, health.clone(), http_stop.clone()));
+    let routes = rollout::router(rollout.clone(), admin_token);
+    let http_task = tokio::spawn(http::serve(
+        listener,
+        health.clone(),
+        routes,
+        http_stop.clone(),
+    ));
+    let watch_task = tokio::spawn(watch.run(http_stop.clone()));
 
     let listening = running.listening();
     for l in &listening {
@@ -70,9 +87,28 @@ pub async fn run_proxy(config: Config, shutdown: CancellationToken) -> anyhow::R
     let forwarders = tokio::task::spawn_blocking(move || running.shutdown(grace)).await?;
     http_stop.cancel();
     let served = http_task.await?;
+    watch_task.await?;
     tokio::task::spawn_blocking(move || drop(ctx)).await?;
     forwarders?;
     served.context("metrics endpoint")?;
     info!("memshift proxy stopped");
     Ok(())
+}
+
+/// The admin endpoint's bearer token, from `[rollout] admin_token_file` (surrounding
+/// whitespace trimmed); `None` disables the endpoint.
+fn read_admin_token(config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(path) = &config.rollout.admin_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the admin token file {}", path.display()))?;
+    let token = token.trim();
+    if token.len() < 16 {
+        anyhow::bail!(
+            "the admin token in {} is shorter than 16 characters",
+            path.display()
+        );
+    }
+    Ok(Some(token.to_owned()))
 }

@@ -1,15 +1,21 @@
 //! Configuration: `config/memshift.toml`, then `MEMSHIFT_` environment overrides.
 //!
 //! Everything here needs a restart to change (bind addresses, timeouts, pool sizes); the
-//! live flags (stages, percentages, rollback) get a file of their own in a later issue.
+//! live flags (stages, percentages, rollback) are in a file of their own, named by
+//! `[rollout] flags` and read by [`parse_flags`].
 //! Loading goes: figment merges the layers → [`reader`] walks the merged tree, reading each
 //! known key into a typed value and recording every mistake with its origin → a validation
 //! pass checks what involves several keys. Any mistake and the whole load fails with all of
 //! them ([`ConfigErrors`]); the CLI exits 64.
 
+mod flags_file;
 mod mirror;
 mod orchestrator;
 mod reader;
+mod rollout;
+
+pub use flags_file::{FlagsFile, parse_flags};
+pub use rollout::{AutoRollback, GateMode, RolloutSettings};
 
 pub use mirror::{Durability, LiveSettings, MirrorSettings, ShadowSettings};
 
@@ -18,7 +24,6 @@ pub use orchestrator::{
 };
 pub use reader::ConfigError;
 
-use crate::flags::{AgentFlags, Percent, Stage};
 use crate::guard::GuardPolicy;
 use crate::profile::Profile;
 use figment::Figment;
@@ -50,6 +55,7 @@ pub struct Config {
     pub mirror: MirrorSettings,
     pub shadow: ShadowSettings,
     pub live: LiveSettings,
+    pub rollout: RolloutSettings,
 }
 
 /// `[proxy]`: how every forwarder behaves.
@@ -131,8 +137,6 @@ pub struct AgentConfig {
     /// a later reply is dropped. Set it above the longest timeout any client uses.
     pub legacy_timeout: Duration,
     pub guard: GuardPolicy,
-    /// The agent's stage and percentages at start-up.
-    pub flags: AgentFlags,
 }
 
 const DEFAULT_LEGACY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -260,6 +264,7 @@ pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigE
     let mirror = mirror::read_mirror(root.value("mirror"), &mut errors);
     let shadow = mirror::read_shadow(root.value("shadow"), &mut errors);
     let live = mirror::read_live(root.value("live"), &mut errors);
+    let rollout = rollout::read_rollout(root.value("rollout"), &mut errors);
     root.finish(&mut errors);
     if !errors.list.is_empty() {
         return Err(ConfigErrors(errors.list));
@@ -275,6 +280,7 @@ pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigE
         mirror,
         shadow,
         live,
+        rollout,
     })
 }
 
@@ -376,13 +382,15 @@ fn read_agent(path: String, value: &Value, errors: &mut Errors) -> Option<AgentC
         parse_duration,
     );
     let guard = read_guard(format!("{path}.guard"), t.value("guard"), errors);
-    let d = AgentFlags::default();
-    let flags = AgentFlags {
-        stage: t.parse("stage", d.stage, errors, Stage::parse),
-        mirror_percent: t.parse("mirror_percent", d.mirror_percent, errors, Percent::parse),
-        shadow_percent: t.parse("shadow_percent", d.shadow_percent, errors, Percent::parse),
-        read_percent: t.parse("read_percent", d.read_percent, errors, Percent::parse),
-    };
+    for moved in ["stage", "mirror_percent", "shadow_percent", "read_percent"] {
+        if let Some(v) = t.value(moved) {
+            errors.push(
+                &format!("{path}.{moved}"),
+                Some(v),
+                "flags moved to the flags file ([rollout] flags): see config/flags.toml",
+            );
+        }
+    }
     t.finish(errors);
     if let (Some(l), Some(g)) = (&listen, &legacy)
         && l.as_str() == g.as_str()
@@ -400,7 +408,6 @@ fn read_agent(path: String, value: &Value, errors: &mut Errors) -> Option<AgentC
         legacy: legacy?,
         legacy_timeout,
         guard,
-        flags,
     })
 }
 

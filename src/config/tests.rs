@@ -223,22 +223,18 @@ fn endpoints_are_checked_for_their_role() {
 }
 
 #[test]
-fn stages_and_the_mirror_are_read_and_checked() {
+fn the_mirror_is_read_and_checked_and_flags_are_not_agent_keys() {
     let config = parse(MINIMAL).expect("valid");
-    assert_eq!(config.agents[0].flags, AgentFlags::default());
-    assert_eq!(config.agents[0].flags.stage, Stage::Off);
     assert_eq!(config.mirror, MirrorSettings::default());
+    assert_eq!(config.rollout, RolloutSettings::default());
 
     let config = parse(&format!(
-        "{MINIMAL}stage = \"dualwrite\"\nmirror_percent = 12.5\n\
+        "{MINIMAL}\
          [mirror]\ndata_dir = \"/tmp/x\"\norchestrator = \"tcp://orch:5570\"\ntimeout = \"2s\"\n\
          max_in_flight = 8\nqueue = 100\nmax_pending = 5000\nmax_attempts = 3\nmax_age = \"1h\"\n\
          backoff_base = \"10ms\"\nbackoff_max = \"1s\"\ndurability = \"normal\"\n"
     ))
     .expect("valid");
-    let flags = config.agents[0].flags;
-    assert_eq!(flags.stage, Stage::DualWrite);
-    assert_eq!(flags.mirror_percent, Percent::parse("12.5").unwrap());
     let m = &config.mirror;
     assert_eq!(m.data_dir, std::path::PathBuf::from("/tmp/x"));
     assert_eq!(m.orchestrator.as_str(), "tcp://orch:5570");
@@ -256,11 +252,15 @@ fn stages_and_the_mirror_are_read_and_checked() {
     assert_eq!(m.durability, Durability::Normal);
 
     let errors = parse(&format!(
-        "{MINIMAL}stage = \"complete\"\nmirror_percent = 101\n\
+        "{MINIMAL}stage = \"live\"\nmirror_percent = 101\n\
          [mirror]\norchestrator = \"tcp://orch:*\"\nbackoff_base = \"2s\"\nbackoff_max = \"1s\"\ndurability = \"maybe\"\nqueue = 0\n"
     ))
     .unwrap_err();
     let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    assert!(
+        errors.to_string().contains("flags moved to the flags file"),
+        "{errors}"
+    );
     for expected in [
         "agents[0].stage",
         "agents[0].mirror_percent",
@@ -284,7 +284,40 @@ fn the_shipped_reference_file_holds_the_defaults() {
     assert_eq!(config.live, LiveSettings::default());
     assert_eq!(config.orchestrator, OrchestratorSettings::default());
     assert_eq!(config.embedding, EmbeddingSettings::default());
-    for agent in &config.agents {
-        assert_eq!(agent.flags, AgentFlags::default(), "{}", agent.name);
+    assert_eq!(config.rollout, RolloutSettings::default());
+}
+
+#[test]
+fn rollout_settings_are_read_and_checked() {
+    let config = parse(&format!(
+        "{MINIMAL}[rollout]\nflags = \"/etc/memshift/flags.toml\"\npoll_interval = \"5s\"\n\
+         gates = \"warn\"\n[rollout.auto]\nmin_samples = 50\nmax_inconsistency = 0.01\nhold = 1\n"
+    ))
+    .expect("valid");
+    let r = &config.rollout;
+    assert_eq!(r.gates, GateMode::Warn);
+    assert_eq!(r.poll_interval, Duration::from_secs(5));
+    assert_eq!(
+        r.panic_path(),
+        Some(std::path::PathBuf::from("/etc/memshift/memshift.panic"))
+    );
+    assert_eq!(
+        (r.auto.min_samples, r.auto.max_inconsistency, r.auto.hold),
+        (50, 0.01, 1)
+    );
+    let errors = parse(&format!(
+        "{MINIMAL}[rollout]\ngates = \"maybe\"\npoll_interval = \"0s\"\n\
+         [rollout.auto]\nmax_error_rate = 2\nwindow = \"2h\"\nspeed = 1\n"
+    ))
+    .unwrap_err();
+    let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+    for expected in [
+        "rollout.gates",
+        "rollout.poll_interval",
+        "rollout.auto.max_error_rate",
+        "rollout.auto.max_window",
+        "rollout.auto.speed",
+    ] {
+        assert!(paths.contains(&expected), "{expected} not in {errors}");
     }
 }

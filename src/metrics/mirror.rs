@@ -6,7 +6,6 @@ use super::{counter_vec, gauge_vec, histogram_vec};
 use crate::classify::action_labels;
 use crate::compare::Outcome;
 use crate::config::AgentConfig;
-use crate::flags::{AgentFlags, Stage};
 use crate::profile::Class;
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -163,9 +162,6 @@ pub(super) struct MirrorFamilies {
     retrying: IntGaugeVec,
     dead: IntGaugeVec,
     outage: IntGaugeVec,
-    stage: IntGaugeVec,
-    mirror_percent: GaugeVec,
-    shadow_percent: GaugeVec,
     comparisons: IntCounterVec,
     skipped: IntCounterVec,
     served: IntCounterVec,
@@ -241,20 +237,6 @@ impl MirrorFamilies {
                 "memshift_mirror_orchestrator_unavailable",
                 "1 while deliveries are paused because the orchestrator does not answer (one probe at a time).",
                 &["agent"],
-            ),
-            stage: gauge_vec(
-                registry,
-                "memshift_stage",
-                "1 for each agent's current stage.",
-                &["agent", "stage"],
-            ),
-            mirror_percent: gauge(
-                "memshift_mirror_percent",
-                "Share of keys whose writes are mirrored, in percent.",
-            ),
-            shadow_percent: gauge(
-                "memshift_shadow_percent",
-                "Share of keys whose reads are compared in stage shadow, in percent.",
             ),
             comparisons: counter_vec(
                 registry,
@@ -341,11 +323,10 @@ impl MirrorFamilies {
             .chain(TRANSPORT_FAILURES)
             .map(|reason| (reason, self.failures.with_label_values(&[name, reason])))
             .collect();
-        let m = MirrorMetrics {
+        MirrorMetrics {
             actions: writes,
             reads,
             skipped: SkipReason::ALL.map(|r| self.skipped.with_label_values(&[name, r.as_label()])),
-            shadow_percent: self.shadow_percent.with_label_values(&[name]),
             fallbacks: FALLBACK_REASONS
                 .map(|r| (r, self.fallbacks.with_label_values(&[name, r])))
                 .into_iter()
@@ -360,13 +341,7 @@ impl MirrorFamilies {
             retrying: self.retrying.with_label_values(&[name]),
             dead: self.dead.with_label_values(&[name]),
             outage: self.outage.with_label_values(&[name]),
-            stages: Stage::ALL
-                .map(|s| self.stage.with_label_values(&[name, s.name()]))
-                .to_vec(),
-            mirror_percent: self.mirror_percent.with_label_values(&[name]),
-        };
-        m.flags(&agent.flags);
-        m
+        }
     }
 }
 
@@ -388,7 +363,6 @@ pub struct MirrorMetrics {
     actions: HashMap<&'static str, ActionCounters>,
     reads: HashMap<&'static str, ReadCounters>,
     skipped: [IntCounter; 4],
-    shadow_percent: Gauge,
     fallbacks: HashMap<&'static str, IntCounter>,
     inconsistency: Gauge,
     /// (matches, mismatches) since start-up, for the ratio.
@@ -401,8 +375,20 @@ pub struct MirrorMetrics {
     pub retrying: IntGauge,
     pub dead: IntGauge,
     pub outage: IntGauge,
-    stages: Vec<IntGauge>,
-    mirror_percent: Gauge,
+}
+
+/// Running totals of what the rollback triggers and the gates look at (all since start-up).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub matches: u64,
+    pub mismatches: u64,
+    /// Calls to the orchestrator: reads asked (compared, served, or failed) and deliveries.
+    pub calls: u64,
+    /// Of those, the failed: shadow errors and timeouts, live reads the orchestrator failed
+    /// or was too slow for, deliveries retried or dead-lettered.
+    pub errors: u64,
+    /// The orchestrator's read times, per bucket of `BACKEND_BUCKETS` (not cumulative).
+    pub read_latency: Vec<u64>,
 }
 
 impl MirrorMetrics {
@@ -442,13 +428,35 @@ impl MirrorMetrics {
         }
     }
 
-    /// Shows the agent's current flags.
-    pub fn flags(&self, flags: &AgentFlags) {
-        for (stage, gauge) in Stage::ALL.iter().zip(&self.stages) {
-            gauge.set(i64::from(*stage == flags.stage));
+    /// The running totals behind the triggers and gates, read from the counters.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        let count = |o: Outcome| Outcome::ALL.iter().position(|x| *x == o).expect("in ALL");
+        for r in self.reads.values() {
+            let get = |o: Outcome| r.outcomes[count(o)].get();
+            t.matches += get(Outcome::Match);
+            t.mismatches += get(Outcome::Mismatch);
+            let failed = get(Outcome::ShadowError) + get(Outcome::ShadowTimeout);
+            t.errors += failed;
+            t.calls += get(Outcome::Match)
+                + get(Outcome::Mismatch)
+                + get(Outcome::Race)
+                + get(Outcome::LegacyDrift)
+                + failed
+                + r.served[1].get();
+            add_buckets(&mut t.read_latency, &super::bucket_counts(&r.latency));
         }
-        self.mirror_percent.set(flags.mirror_percent.as_f64());
-        self.shadow_percent.set(flags.shadow_percent.as_f64());
+        for reason in ["error", "timeout"] {
+            let n = self.fallbacks.get(reason).map_or(0, IntCounter::get);
+            t.calls += n;
+            t.errors += n;
+        }
+        for a in self.actions.values() {
+            let [delivered, retried, dead] = &a.deliveries;
+            t.calls += delivered.get() + retried.get() + dead.get();
+            t.errors += retried.get() + dead.get();
+        }
+        t
     }
 
     /// Counts a comparison of a read (only read actions have series).
@@ -499,5 +507,15 @@ impl MirrorMetrics {
         if let Some(r) = self.reads.get(action) {
             r.latency.observe(seconds);
         }
+    }
+}
+
+/// Adds `b` to `a` bucket by bucket.
+pub(super) fn add_buckets(a: &mut Vec<u64>, b: &[u64]) {
+    if a.len() < b.len() {
+        a.resize(b.len(), 0);
+    }
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
     }
 }

@@ -9,10 +9,12 @@
 
 mod mirror;
 mod orchestrator;
+mod rollout;
 
 pub use mirror::{
-    DeliveryOutcome, DropReason, FALLBACK_REASONS, MirrorMetrics, SkipReason, WriteOutcome,
+    DeliveryOutcome, DropReason, FALLBACK_REASONS, MirrorMetrics, SkipReason, Totals, WriteOutcome,
 };
+pub use rollout::{RELOAD_FAILURES, ROLLBACK_REASONS, RolloutMetrics};
 
 pub use orchestrator::{EmbeddingOutcome, OrchestratorMetrics};
 
@@ -74,10 +76,11 @@ pub struct Metrics {
     legacy_connected: IntGaugeVec,
     client_connections: IntGaugeVec,
     mirror: mirror::MirrorFamilies,
+    rollout: rollout::RolloutMetrics,
 }
 
 /// Latency buckets for a backend round trip: 100 µs to 30 s.
-pub(crate) const BACKEND_BUCKETS: &[f64] = &[
+pub const BACKEND_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,
 ];
@@ -165,6 +168,7 @@ impl Metrics {
                 &["agent"],
             ),
             mirror: mirror::MirrorFamilies::new(&registry),
+            rollout: rollout::RolloutMetrics::new(&registry),
             registry,
         };
         register_process(&m.registry);
@@ -190,6 +194,7 @@ impl Metrics {
                 legacy_latency: self
                     .backend_latency
                     .with_label_values(&[name, "legacy", action]),
+                class,
             })
             .collect();
         for event in ConnectionEvent::ALL {
@@ -221,6 +226,11 @@ impl Metrics {
     /// The mirror's handles for one agent.
     pub fn mirror(&self, agent: &AgentConfig) -> MirrorMetrics {
         self.mirror.agent(agent, &self.backend_latency)
+    }
+
+    /// The rollout's families (flags, reloads, rollbacks, triggers, gates).
+    pub fn rollout(&self) -> &RolloutMetrics {
+        &self.rollout
     }
 
     /// `(legacy link up, requests in flight)` of one agent, for `/healthz`.
@@ -258,6 +268,7 @@ impl ConnectionEvent {
 struct ActionMetrics {
     outcomes: [IntCounter; 4],
     legacy_latency: Histogram,
+    class: crate::profile::Class,
 }
 
 /// One agent's pre-resolved metric handles, owned by its forwarding thread.
@@ -282,6 +293,18 @@ impl AgentMetrics {
 
     pub fn legacy_latency(&self, slot: usize, seconds: f64) {
         self.actions[slot].legacy_latency.observe(seconds);
+    }
+
+    /// Legacy's read times since start-up, per bucket of [`BACKEND_BUCKETS`] (not
+    /// cumulative), for the latency trigger's baseline.
+    pub fn read_latency(&self) -> Vec<u64> {
+        let mut sum = Vec::new();
+        for a in &self.actions {
+            if a.class == crate::profile::Class::Read {
+                mirror::add_buckets(&mut sum, &bucket_counts(&a.legacy_latency));
+            }
+        }
+        sum
     }
 
     pub fn guard_rejection(&self, refusal: Refusal) {
@@ -314,6 +337,21 @@ fn register_process(registry: &Registry) {
     registry
         .register(Box::new(process))
         .expect("process collector registers once");
+}
+
+/// A histogram's counts per bucket, not cumulative; the last is above the top bound.
+fn bucket_counts(h: &Histogram) -> Vec<u64> {
+    use prometheus::core::Metric as _;
+    let m = h.metric();
+    let proto = m.get_histogram();
+    let mut counts = Vec::with_capacity(proto.get_bucket().len() + 1);
+    let mut below = 0;
+    for b in proto.get_bucket() {
+        counts.push(b.cumulative_count() - below);
+        below = b.cumulative_count();
+    }
+    counts.push(proto.get_sample_count().saturating_sub(below));
+    counts
 }
 
 /// A registry's metrics in the Prometheus text exposition format.

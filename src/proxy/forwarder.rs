@@ -318,7 +318,7 @@ impl Forwarder {
             return Err((envelope, body));
         };
         let flags = self.flags.load();
-        if !flags.stage.serves_reads() {
+        if !flags.serves_reads() {
             return Err((envelope, body));
         }
         let Ok(request) = serde_json::from_slice(&body[0]) else {
@@ -544,7 +544,7 @@ impl Forwarder {
                     // In the serving stage a write's key is announced, so that its reads
                     // go to legacy until the orchestrator has it.
                     let announced = class == Class::Write
-                        && self.flags.load().stage.serves_reads()
+                        && self.flags.load().serves_reads()
                         && mirror.announce(&request);
                     mirror.offer(Exchange {
                         class,

@@ -11,9 +11,9 @@ mod live;
 mod watch;
 
 use crate::config::{AgentConfig, Config};
-use crate::flags;
 use crate::metrics::Metrics;
 use crate::mirror::{self, RunningMirror};
+use crate::rollout::Rollout;
 use crate::wakeup::{self, WakeSender};
 use anyhow::{Context as _, anyhow};
 use forwarder::Command;
@@ -34,7 +34,8 @@ struct RunningAgent {
     control: WakeSender<Command>,
     thread: JoinHandle<zmq::Result<()>>,
     watcher: Watcher,
-    /// The agent's outbox writer and deliverer, when its stage mirrors writes.
+    /// The agent's outbox writer, deliverer and shadow reader, when a flags file is
+    /// configured (a reload may move the agent into any stage at any time).
     mirror: Option<RunningMirror>,
 }
 
@@ -45,7 +46,7 @@ pub struct Listening {
     pub endpoint: String,
 }
 
-/// Starts a forwarder for every agent of `config`.
+/// Starts a forwarder for every agent of `config`, each reading its flags from `rollout`.
 ///
 /// # Errors
 /// A socket could not be created or bound; forwarders already started are stopped.
@@ -53,10 +54,11 @@ pub fn start(
     ctx: &zmq::Context,
     config: &Config,
     metrics: &Metrics,
+    rollout: &Rollout,
 ) -> anyhow::Result<RunningProxy> {
     let mut proxy = RunningProxy { agents: Vec::new() };
     for agent in &config.agents {
-        match start_agent(ctx, config, agent, metrics) {
+        match start_agent(ctx, config, agent, metrics, rollout) {
             Ok(running) => proxy.agents.push(running),
             Err(e) => {
                 proxy.stop_now();
@@ -72,6 +74,7 @@ fn start_agent(
     config: &Config,
     agent: &AgentConfig,
     metrics: &Metrics,
+    rollout: &Rollout,
 ) -> anyhow::Result<RunningAgent> {
     let (control, control_rx) = wakeup::channel().context("creating the control pipe")?;
     let control_tx = control.clone();
@@ -80,8 +83,8 @@ fn start_agent(
     let settings = config.proxy.clone();
     let agent_metrics = Arc::new(metrics.agent(agent));
     let (watcher, monitors) = Watcher::start(&ctx, &agent.name, agent_metrics.clone())?;
-    let flags = flags::shared(agent.flags);
-    let (mirror_tx, mirror) = if agent.flags.stage.mirrors_writes() {
+    let flags = rollout.flags_of(&agent.name);
+    let (mirror_tx, mirror) = if config.rollout.flags.is_some() {
         let mirror_metrics = Arc::new(metrics.mirror(agent));
         let (tx, running) = mirror::start(
             &ctx,

@@ -62,26 +62,55 @@ impl Rig {
     }
 }
 
+/// The configuration of a rig, and its flags file `<data>/flags.toml`, written now.
+///
+/// `extra` starts with the agent's flags (`stage = …`, percentages; the stage defaults to
+/// `dualwrite`), which go to the flags file; from its first `[table]` on it is more
+/// configuration (keys of `[mirror]`, `[rollout.auto]`, …).
 pub fn rig_toml(agent: &str, legacy: &str, orchestrator: &str, data: &Path, extra: &str) -> String {
-    let (flags, mirror) = extra.split_once("[mirror]").unwrap_or((extra, ""));
-    let agents = agent_toml(
-        agent,
-        agent,
-        legacy,
-        &if flags.contains("stage =") {
-            flags.to_owned()
-        } else {
-            format!("stage = \"dualwrite\"\n{flags}")
-        },
-    );
+    let (flags, rest) = split_table(extra);
+    write_flags(data, &[(agent, flags)]);
+    let (mirror, rest) = match rest.strip_prefix("[mirror]") {
+        Some(keys) => split_table(keys),
+        None => ("", rest),
+    };
+    let agents = agent_toml(agent, agent, legacy, "");
     proxy_toml(
         "",
         &format!(
-            "{agents}[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{}\"\n\
-             timeout = \"500ms\"\nbackoff_base = \"20ms\"\nbackoff_max = \"300ms\"\n{mirror}",
-            data.display()
+            "{agents}[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{data}\"\n\
+             timeout = \"500ms\"\nbackoff_base = \"20ms\"\nbackoff_max = \"300ms\"\n{mirror}\n\
+             [rollout]\nflags = \"{data}/flags.toml\"\n{rest}",
+            data = data.display()
         ),
     )
+}
+
+/// `text` cut before its first `[table]` line.
+fn split_table(text: &str) -> (&str, &str) {
+    let cut = if text.starts_with('[') {
+        0
+    } else {
+        text.find("\n[").map_or(text.len(), |i| i + 1)
+    };
+    text.split_at(cut)
+}
+
+/// Writes `<dir>/flags.toml` with one table per agent (`stage = "dualwrite"` unless the
+/// flags name a stage), atomically, as an operator's editor would.
+pub fn write_flags(dir: &Path, agents: &[(&str, &str)]) {
+    let mut text = String::new();
+    for (agent, flags) in agents {
+        let stage = if flags.contains("stage =") {
+            ""
+        } else {
+            "stage = \"dualwrite\"\n"
+        };
+        text.push_str(&format!("[agents.{agent}]\n{stage}{flags}\n"));
+    }
+    let tmp = dir.join(".flags.toml.tmp");
+    std::fs::write(&tmp, text).expect("write flags");
+    std::fs::rename(&tmp, dir.join("flags.toml")).expect("rename flags");
 }
 
 pub fn session_store(legacy: &StandIn) -> rusqlite::Connection {

@@ -1,0 +1,236 @@
+//! Gates: what must be true before an agent moves forward past a stage.
+//!
+//! Pure: the proxy decides with its own figures when a reload moves an agent forward, and
+//! `memshift flags check` decides with the figures a running proxy reports. A move counts as
+//! passing every stage between the two, so skipping a stage cannot skip its gate. Moving
+//! back, or changing percentages within a stage, is never gated: the way back must always
+//! be open.
+
+use super::triggers::{two_sided_z, wilson};
+use crate::config::RolloutSettings;
+use crate::flags::{AgentFlags, Stage};
+use serde::{Deserialize, Serialize};
+
+/// What a running proxy knows of one agent, as the gates need it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateInputs {
+    pub outbox_pending: u64,
+    pub outbox_oldest_age_seconds: f64,
+    pub dead_letters: u64,
+    /// Shadow comparisons since the proxy started.
+    pub matches: u64,
+    pub mismatches: u64,
+    /// A rollback holds for the agent.
+    pub rolled_back: bool,
+}
+
+/// One gate (the `gate` label of `memshift_gate_open`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    /// No rollback holds: clear it before moving forward again.
+    NotRolledBack,
+    /// Mirrored writes are delivered: nothing older than `gate_max_outbox_age` pending and
+    /// no dead letter waiting. Needed past `dualwrite`.
+    OutboxCaughtUp,
+    /// At least `gate_min_comparisons` comparisons, and the upper confidence bound of the
+    /// inconsistency ratio below `max_inconsistency`. Needed past `shadow`.
+    Consistency,
+}
+
+impl Gate {
+    pub const ALL: [Gate; 3] = [Gate::NotRolledBack, Gate::OutboxCaughtUp, Gate::Consistency];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Gate::NotRolledBack => "not_rolled_back",
+            Gate::OutboxCaughtUp => "outbox_caught_up",
+            Gate::Consistency => "consistency",
+        }
+    }
+
+    /// Whether the gate stands between stages `from` and `to`.
+    fn guards(self, from: Stage, to: Stage) -> bool {
+        to > from
+            && match self {
+                Gate::NotRolledBack => true,
+                Gate::OutboxCaughtUp => to > Stage::DualWrite,
+                Gate::Consistency => to > Stage::Shadow,
+            }
+    }
+}
+
+/// A gate's decision, with the figures behind it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GateResult {
+    pub gate: Gate,
+    pub open: bool,
+    pub detail: String,
+}
+
+/// Every gate's state for `inputs`, whatever the move (for the metrics).
+pub fn evaluate(inputs: &GateInputs, settings: &RolloutSettings) -> Vec<GateResult> {
+    Gate::ALL
+        .into_iter()
+        .map(|gate| check(gate, inputs, settings))
+        .collect()
+}
+
+/// The gates that stand between `from` and `to`, decided; empty when the move is not
+/// forward.
+pub fn decide(
+    from: &AgentFlags,
+    to: &AgentFlags,
+    inputs: &GateInputs,
+    settings: &RolloutSettings,
+) -> Vec<GateResult> {
+    Gate::ALL
+        .into_iter()
+        .filter(|gate| gate.guards(from.stage, to.stage))
+        .map(|gate| check(gate, inputs, settings))
+        .collect()
+}
+
+fn check(gate: Gate, inputs: &GateInputs, settings: &RolloutSettings) -> GateResult {
+    let (open, detail) = match gate {
+        Gate::NotRolledBack => (
+            !inputs.rolled_back,
+            if inputs.rolled_back {
+                "a rollback holds: resume first".to_owned()
+            } else {
+                "no rollback holds".to_owned()
+            },
+        ),
+        Gate::OutboxCaughtUp => {
+            let max_age = settings.gate_max_outbox_age.as_secs_f64();
+            let open = inputs.dead_letters == 0 && inputs.outbox_oldest_age_seconds <= max_age;
+            let detail = format!(
+                "{} pending, oldest {:.1} s (at most {max_age:.0} s), {} dead letters",
+                inputs.outbox_pending, inputs.outbox_oldest_age_seconds, inputs.dead_letters
+            );
+            (open, detail)
+        }
+        Gate::Consistency => {
+            let n = inputs.matches + inputs.mismatches;
+            let z = two_sided_z(settings.auto.confidence);
+            let upper = wilson(inputs.mismatches, n, z).1;
+            let max = settings.auto.max_inconsistency;
+            let open = n >= settings.gate_min_comparisons && upper <= max;
+            let detail = format!(
+                "{} mismatches in {n} comparisons (at least {}), upper bound {:.3} % (at most {:.3} %)",
+                inputs.mismatches,
+                settings.gate_min_comparisons,
+                upper * 100.0,
+                max * 100.0
+            );
+            (open, detail)
+        }
+    };
+    GateResult { gate, open, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(stage: Stage) -> AgentFlags {
+        AgentFlags {
+            stage,
+            ..AgentFlags::default()
+        }
+    }
+
+    fn healthy() -> GateInputs {
+        GateInputs {
+            matches: 10_000,
+            ..GateInputs::default()
+        }
+    }
+
+    fn closed(from: Stage, to: Stage, inputs: &GateInputs) -> Vec<&'static str> {
+        decide(
+            &flags(from),
+            &flags(to),
+            inputs,
+            &RolloutSettings::default(),
+        )
+        .into_iter()
+        .filter(|r| !r.open)
+        .map(|r| r.gate.as_label())
+        .collect()
+    }
+
+    #[test]
+    fn backward_moves_and_same_stage_are_never_gated() {
+        let awful = GateInputs {
+            dead_letters: 5,
+            mismatches: 500,
+            rolled_back: true,
+            ..GateInputs::default()
+        };
+        for (from, to) in [
+            (Stage::Live, Stage::Shadow),
+            (Stage::Live, Stage::Off),
+            (Stage::Shadow, Stage::Shadow),
+        ] {
+            let gates = decide(
+                &flags(from),
+                &flags(to),
+                &awful,
+                &RolloutSettings::default(),
+            );
+            assert!(gates.is_empty(), "{from} → {to}: {gates:?}");
+        }
+    }
+
+    #[test]
+    fn each_stage_has_its_gates_and_skipping_a_stage_skips_none() {
+        let ok = healthy();
+        assert!(closed(Stage::Off, Stage::Live, &ok).is_empty());
+        let stuck = GateInputs {
+            outbox_oldest_age_seconds: 600.0,
+            ..healthy()
+        };
+        assert!(closed(Stage::Off, Stage::DualWrite, &stuck).is_empty());
+        assert_eq!(
+            closed(Stage::DualWrite, Stage::Shadow, &stuck),
+            ["outbox_caught_up"]
+        );
+        let few = GateInputs {
+            matches: 10,
+            ..GateInputs::default()
+        };
+        assert!(closed(Stage::DualWrite, Stage::Shadow, &few).is_empty());
+        assert_eq!(closed(Stage::Shadow, Stage::Live, &few), ["consistency"]);
+        assert_eq!(closed(Stage::Off, Stage::Live, &few), ["consistency"]);
+    }
+
+    #[test]
+    fn consistency_wants_the_upper_bound_below_the_target() {
+        // 10 000 comparisons with 5 mismatches: 0.05 %, upper bound about 0.12 %: closed.
+        let some = GateInputs {
+            matches: 9_995,
+            mismatches: 5,
+            ..GateInputs::default()
+        };
+        assert_eq!(closed(Stage::Shadow, Stage::Live, &some), ["consistency"]);
+        let clean = GateInputs {
+            matches: 20_000,
+            mismatches: 2,
+            ..GateInputs::default()
+        };
+        assert!(closed(Stage::Shadow, Stage::Live, &clean).is_empty());
+    }
+
+    #[test]
+    fn a_rollback_closes_every_forward_move() {
+        let held = GateInputs {
+            rolled_back: true,
+            ..healthy()
+        };
+        assert_eq!(
+            closed(Stage::Off, Stage::DualWrite, &held),
+            ["not_rolled_back"]
+        );
+    }
+}

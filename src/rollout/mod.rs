@@ -1,0 +1,492 @@
+//! Rollout control: the flags in force for every agent, and everything that changes them.
+//!
+//! One [`Rollout`] per proxy process owns each agent's [`SharedFlags`]; the forwarders only
+//! read them. What it folds together:
+//! - **the flags file** (`[rollout] flags`), reloaded when it changes ([`watch`]: a watch on
+//!   its directory, a slow poll, SIGHUP). A reload is read → validate → gate → swap; a
+//!   file that is unreadable, invalid or refused by a gate keeps the previous flags, logs
+//!   one error and counts a failure. Each applied file bumps the generation;
+//! - **the kill switch**: `rollback = true` in the file (all agents, or one), the panic
+//!   file's mere presence, SIGUSR1, or `POST /admin/rollback`. Each sets `rollback` in the
+//!   agents' flags, which sends every read to legacy at the next request while writes stay
+//!   mirrored. SIGUSR1 and the admin endpoint latch until SIGUSR2 or `POST /admin/resume`;
+//!   the file and the panic file hold while they say so;
+//! - **automatic rollback**: every second each agent's traffic goes through the plan's
+//!   [`triggers`]; one that fires latches a rollback, with its figures in the log and the
+//!   metrics, until an operator resumes.
+//!
+//! Latched rollbacks are kept in `<data_dir>/rollback.json`, so a restart does not undo them.
+
+mod admin;
+mod gates;
+mod latch;
+pub mod triggers;
+mod watch;
+
+pub use admin::router;
+pub use gates::{Gate, GateInputs, GateResult, decide, evaluate};
+pub use latch::Latch;
+pub use watch::Watch;
+
+use crate::config::{AgentConfig, FlagsFile, GateMode, RolloutSettings, parse_flags};
+use crate::flags::{self, AgentFlags, SharedFlags};
+use crate::metrics::{AgentMetrics, BACKEND_BUCKETS, Metrics, MirrorMetrics, Totals};
+use anyhow::Context as _;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tracing::{error, info, warn};
+use triggers::{Buckets, Evaluator, Tally};
+
+/// One agent under rollout control.
+struct Agent {
+    name: String,
+    flags: SharedFlags,
+    mirror: MirrorMetrics,
+    legacy: AgentMetrics,
+}
+
+/// Why the last flags file was refused, so that polling the same file again does not
+/// repeat the error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    Unreadable,
+    Content(u64),
+}
+
+struct State {
+    /// The flags file in force.
+    file: FlagsFile,
+    checksum: Option<u64>,
+    refused: Option<Refused>,
+    generation: u64,
+    panic: bool,
+    /// Per agent (same order as `Rollout::agents`).
+    latches: Vec<BTreeSet<Latch>>,
+    evaluators: Vec<Evaluator>,
+    /// The totals at the previous evaluation, per agent.
+    last: Vec<Option<(Totals, Vec<u64>)>>,
+}
+
+/// The flags in force for every agent of one proxy, and the switches that change them.
+pub struct Rollout {
+    settings: RolloutSettings,
+    panic_path: Option<PathBuf>,
+    latch_path: Option<PathBuf>,
+    agents: Vec<Agent>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+}
+
+/// Reads and validates a flags file, for start-up and `memshift flags check`.
+///
+/// # Errors
+/// The file cannot be read, or is invalid (every mistake listed).
+pub fn load_file(path: &Path) -> anyhow::Result<FlagsFile> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
+    Ok(parse_flags(&text, &path.display().to_string())?)
+}
+
+impl Rollout {
+    /// Loads the flags file (if one is configured), the panic file and the latched
+    /// rollbacks, and sets every agent's flags from them.
+    ///
+    /// # Errors
+    /// The flags file cannot be read or is invalid.
+    pub fn new(
+        settings: &RolloutSettings,
+        data_dir: &Path,
+        agents: &[AgentConfig],
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Rollout> {
+        let (file, checksum) = match &settings.flags {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("reading the flags file {}", path.display()))?;
+                (load_file(path)?, Some(checksum(&bytes)))
+            }
+            None => (FlagsFile::default(), None),
+        };
+        let latch_path = settings
+            .flags
+            .as_ref()
+            .map(|_| data_dir.join("rollback.json"));
+        let latches = latch::load(latch_path.as_deref(), agents);
+        let agents: Vec<Agent> = agents
+            .iter()
+            .map(|a| Agent {
+                name: a.name.clone(),
+                flags: flags::shared(AgentFlags::default()),
+                mirror: metrics.mirror(a),
+                legacy: metrics.agent(a),
+            })
+            .collect();
+        metrics.rollout().init_failures();
+        let n = agents.len();
+        let rollout = Rollout {
+            settings: settings.clone(),
+            panic_path: settings.panic_path(),
+            latch_path,
+            metrics,
+            state: Mutex::new(State {
+                file,
+                checksum,
+                refused: None,
+                generation: 1,
+                panic: false,
+                latches,
+                evaluators: (0..n)
+                    .map(|_| Evaluator::new(settings.auto.clone(), BACKEND_BUCKETS))
+                    .collect(),
+                last: vec![None; n],
+            }),
+            agents,
+        };
+        let mut state = rollout.lock();
+        state.panic = rollout.panic_present();
+        if state.panic {
+            warn!(panic_file = %rollout.panic_path.as_ref().map_or(String::new(), |p| p.display().to_string()),
+                "the panic file exists: every agent starts rolled back");
+        }
+        rollout.apply(&state);
+        drop(state);
+        Ok(rollout)
+    }
+
+    /// The flags an agent's forwarder and mirror read.
+    ///
+    /// # Panics
+    /// `agent` is not configured (a programming error).
+    pub fn flags_of(&self, agent: &str) -> SharedFlags {
+        self.agents
+            .iter()
+            .find(|a| a.name == agent)
+            .map(|a| a.flags.clone())
+            .expect("every configured agent has flags")
+    }
+
+    pub fn settings(&self) -> &RolloutSettings {
+        &self.settings
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn panic_present(&self) -> bool {
+        self.panic_path.as_ref().is_some_and(|p| p.exists())
+    }
+
+    /// Looks at the panic file and the flags file, and applies what changed. `force`
+    /// (SIGHUP) re-reads and re-applies the flags file even when its bytes are the same.
+    pub fn refresh(&self, force: bool) {
+        let mut state = self.lock();
+        let mut changed = false;
+        let panic = self.panic_present();
+        if panic != state.panic {
+            state.panic = panic;
+            changed = true;
+            if panic {
+                warn!("panic file present: every agent rolled back");
+            } else {
+                info!("panic file removed");
+            }
+        }
+        if let Some(path) = &self.settings.flags {
+            changed |= self.reload(&mut state, path, force);
+        }
+        if changed {
+            self.apply(&state);
+        }
+    }
+
+    /// Reads the flags file and swaps it in if it is new, valid and passes the gates.
+    fn reload(&self, state: &mut State, path: &Path, force: bool) -> bool {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if force || state.refused != Some(Refused::Unreadable) {
+                    error!(flags = %path.display(), "flags file unreadable, keeping the flags in force: {e}");
+                    self.metrics.rollout().reload_failed("unreadable");
+                    state.refused = Some(Refused::Unreadable);
+                }
+                return false;
+            }
+        };
+        let sum = checksum(&bytes);
+        let seen = state.checksum == Some(sum) || state.refused == Some(Refused::Content(sum));
+        if seen && !force {
+            return false;
+        }
+        let origin = path.display().to_string();
+        let parsed = String::from_utf8(bytes)
+            .map_err(|_| "not UTF-8 text".to_owned())
+            .and_then(|text| parse_flags(&text, &origin).map_err(|e| e.to_string()));
+        let file = match parsed {
+            Ok(file) => file,
+            Err(e) => {
+                error!(flags = %origin, "flags file invalid, keeping the flags in force: {e}");
+                self.metrics.rollout().reload_failed("invalid");
+                state.refused = Some(Refused::Content(sum));
+                return false;
+            }
+        };
+        if let Err(closed) = self.check_gates(state, &file) {
+            state.refused = Some(Refused::Content(sum));
+            error!(flags = %origin, "flags file refused by a gate, keeping the flags in force: {closed}");
+            self.metrics.rollout().reload_failed("gated");
+            return false;
+        }
+        for agent in &self.agents {
+            let (old, new) = (state.file.agent(&agent.name), file.agent(&agent.name));
+            if old != new {
+                info!(agent = %agent.name, from = %describe(&old), to = %describe(&new), "flags changed");
+            }
+        }
+        state.file = file;
+        state.checksum = Some(sum);
+        state.refused = None;
+        state.generation += 1;
+        self.metrics.rollout().reloads.inc();
+        info!(generation = state.generation, flags = %origin, "flags file applied");
+        true
+    }
+
+    /// `Err` with every closed gate when the enforcing gates refuse `file`.
+    fn check_gates(&self, state: &State, file: &FlagsFile) -> Result<(), String> {
+        let mut closed = Vec::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let inputs = self.gate_inputs(state, i);
+            let (old, new) = (state.file.agent(&agent.name), file.agent(&agent.name));
+            for r in decide(&old, &new, &inputs, &self.settings) {
+                if !r.open {
+                    closed.push(format!(
+                        "{}: {} ({})",
+                        agent.name,
+                        r.gate.as_label(),
+                        r.detail
+                    ));
+                }
+            }
+        }
+        match (closed.is_empty(), self.settings.gates) {
+            (true, _) => Ok(()),
+            (false, GateMode::Enforce) => Err(closed.join("; ")),
+            (false, GateMode::Warn) => {
+                warn!(
+                    "moving forward with gates closed (gates = \"warn\"): {}",
+                    closed.join("; ")
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn gate_inputs(&self, state: &State, i: usize) -> GateInputs {
+        let m = &self.agents[i].mirror;
+        let totals = m.totals();
+        GateInputs {
+            outbox_pending: m.pending.get().max(0) as u64,
+            outbox_oldest_age_seconds: m.oldest_age.get(),
+            dead_letters: m.dead.get().max(0) as u64,
+            matches: totals.matches,
+            mismatches: totals.mismatches,
+            rolled_back: state.panic || !state.latches[i].is_empty(),
+        }
+    }
+
+    /// Why a rollback holds for agent `i` (labels of [`crate::metrics::ROLLBACK_REASONS`]).
+    fn reasons(&self, state: &State, i: usize) -> Vec<&'static str> {
+        let name = &self.agents[i].name;
+        let mut reasons = Vec::new();
+        if state.file.rollback || state.file.agents.get(name).is_some_and(|f| f.rollback) {
+            reasons.push("flags_file");
+        }
+        if state.panic {
+            reasons.push("panic_file");
+        }
+        reasons.extend(state.latches[i].iter().map(|l| l.as_label()));
+        reasons
+    }
+
+    /// Swaps every agent's flags for the ones `state` gives, and shows them.
+    fn apply(&self, state: &State) {
+        let m = self.metrics.rollout();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let reasons = self.reasons(state, i);
+            let mut flags = state.file.agent(&agent.name);
+            flags.rollback = !reasons.is_empty();
+            agent.flags.store(Arc::new(flags));
+            m.flags(&agent.name, &flags);
+            m.rollback(&agent.name, &reasons);
+        }
+        m.generation.set(state.generation as i64);
+        m.checksum.set(state.checksum.unwrap_or(0) as f64);
+    }
+
+    /// Latches a rollback of every agent (SIGUSR1, the admin endpoint).
+    pub fn roll_back(&self, latch: Latch) {
+        let mut state = self.lock();
+        for set in &mut state.latches {
+            set.insert(latch);
+        }
+        warn!(
+            reason = latch.as_label(),
+            "rollback: every read goes to legacy, writes stay mirrored"
+        );
+        self.persist(&state);
+        self.apply(&state);
+    }
+
+    /// Clears every latched rollback (SIGUSR2, the admin endpoint) and forgets the
+    /// triggers' windows. The flags file and the panic file keep holding while they say so.
+    pub fn resume(&self, by: &str) {
+        let mut state = self.lock();
+        let cleared: BTreeSet<&str> = state
+            .latches
+            .iter()
+            .flatten()
+            .map(|l| l.as_label())
+            .collect();
+        for set in &mut state.latches {
+            set.clear();
+        }
+        for e in &mut state.evaluators {
+            e.reset();
+        }
+        info!(by, cleared = ?cleared, "latched rollbacks cleared");
+        if state.panic || state.file.rollback {
+            warn!("a rollback still holds: the panic file or the flags file says so");
+        }
+        self.persist(&state);
+        self.apply(&state);
+    }
+
+    fn persist(&self, state: &State) {
+        let names: Vec<&str> = self.agents.iter().map(|a| a.name.as_str()).collect();
+        if let Some(path) = &self.latch_path
+            && let Err(e) = latch::save(path, &names, &state.latches)
+        {
+            error!(path = %path.display(), "could not keep the rollback latches: {e:#}");
+        }
+    }
+
+    /// One second of every agent's traffic through the triggers; a trigger that fires
+    /// latches a rollback of its agent. Also refreshes the gates' metrics.
+    pub fn evaluate(&self) {
+        let mut state = self.lock();
+        let mut tripped = false;
+        for (i, agent) in self.agents.iter().enumerate() {
+            let now = (agent.mirror.totals(), agent.legacy.read_latency());
+            let tally = state.last[i]
+                .as_ref()
+                .map_or_else(Tally::default, |prev| difference(prev, &now));
+            state.last[i] = Some(now);
+            let readings = state.evaluators[i].push(tally);
+            let m = self.metrics.rollout();
+            let active = state.file.agent(&agent.name).stage != crate::flags::Stage::Off;
+            for r in readings {
+                let label = r.trigger.as_label();
+                m.trigger(
+                    &agent.name,
+                    label,
+                    r.value.unwrap_or(0.0),
+                    r.bound.unwrap_or(0.0),
+                    r.samples,
+                );
+                let latch = Latch::from(r.trigger);
+                if r.fired && active && self.settings.auto.enabled && state.latches[i].insert(latch)
+                {
+                    error!(agent = %agent.name, trigger = label, figures = %r.describe(),
+                        "automatic rollback: every read goes to legacy until an operator resumes");
+                    m.tripped(&agent.name, label);
+                    tripped = true;
+                }
+            }
+            for g in evaluate(&self.gate_inputs(&state, i), &self.settings) {
+                m.gate(&agent.name, g.gate.as_label(), g.open);
+            }
+        }
+        if tripped {
+            self.persist(&state);
+            self.apply(&state);
+        }
+    }
+
+    /// What `GET /flags` shows: the file in force, each agent's flags and rollback reasons,
+    /// and the gates' inputs (which `memshift flags check` decides with).
+    pub fn status(&self) -> serde_json::Value {
+        let state = self.lock();
+        let agents: Vec<_> = self
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let f = a.flags.load();
+                json!({
+                    "name": a.name,
+                    "stage": f.stage.name(),
+                    "mirror_percent": f.mirror_percent.as_f64(),
+                    "shadow_percent": f.shadow_percent.as_f64(),
+                    "read_percent": f.read_percent.as_f64(),
+                    "rollback": f.rollback,
+                    "rollback_reasons": self.reasons(&state, i),
+                    "gate_inputs": self.gate_inputs(&state, i),
+                })
+            })
+            .collect();
+        json!({
+            "generation": state.generation,
+            "checksum": state.checksum.map(|c| format!("{c:012x}")),
+            "flags_file": self.settings.flags,
+            "panic_file": self.panic_path,
+            "panic": state.panic,
+            "agents": agents,
+        })
+    }
+}
+
+/// `live, mirror 100%, shadow 100%, read 25%`.
+fn describe(f: &AgentFlags) -> String {
+    format!(
+        "{}, mirror {}, shadow {}, read {}{}",
+        f.stage,
+        f.mirror_percent,
+        f.shadow_percent,
+        f.read_percent,
+        if f.rollback { ", rollback" } else { "" }
+    )
+}
+
+/// The first 48 bits of the SHA-256 of `bytes`: exact in a Prometheus gauge (an f64).
+fn checksum(bytes: &[u8]) -> u64 {
+    let digest = Sha256::digest(bytes);
+    digest[..6]
+        .iter()
+        .fold(0, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+/// What happened between two snapshots of the running totals.
+fn difference(prev: &(Totals, Vec<u64>), now: &(Totals, Vec<u64>)) -> Tally {
+    let buckets = |a: &[u64], b: &[u64]| {
+        Buckets(
+            b.iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(a.get(i).copied().unwrap_or(0)))
+                .collect(),
+        )
+    };
+    let (p, n) = (&prev.0, &now.0);
+    Tally {
+        matches: n.matches.saturating_sub(p.matches),
+        mismatches: n.mismatches.saturating_sub(p.mismatches),
+        calls: n.calls.saturating_sub(p.calls),
+        errors: n.errors.saturating_sub(p.errors),
+        orchestrator: buckets(&p.read_latency, &n.read_latency),
+        legacy: buckets(&prev.1, &now.1),
+    }
+}
