@@ -64,19 +64,35 @@ orch_endpoint=$(json "$ready" endpoint)
 orch_metrics=$(json "$ready" metrics)
 echo "   orchestrator on $orch_endpoint, metrics on http://$orch_metrics/metrics"
 
+# The flags file every proxy watches: each agent's stage and percentages. Editing it moves
+# the migration along without a restart.
+set_flags() {
+    local tmp="$DEMO/flags.toml.tmp"
+    : >"$tmp"
+    for agent in session_memory contextual_memory jarvis_memory; do
+        printf '[agents.%s]\n%b\n' "$agent" "$1" >>"$tmp"
+    done
+    mv "$tmp" "$DEMO/flags.toml" # an atomic replace, as editors do
+}
+set_flags 'stage = "dualwrite"'
 # Every agent in dualwrite: each write the legacy agent accepts is also mirrored, through
-# the agent's outbox in $DEMO/outbox, to the orchestrator.
+# the agent's outbox in $DEMO/outbox, to the orchestrator. The demo's traffic is far too
+# small for the consistency gate before live (about 3 840 clean comparisons at 95 %
+# confidence), so gates only warn here; `memshift flags check` shows them closed.
 cat >"$DEMO/memshift.toml" <<TOML
 [metrics]
 listen = "127.0.0.1:0"
 [log]
 level = "warn"
 $(for agent in session_memory contextual_memory jarvis_memory; do
-printf '[[agents]]\nname = "%s"\nprofile = "%s"\nlisten = "tcp://127.0.0.1:*"\nlegacy = "%s"\nstage = "dualwrite"\n' "$agent" "$agent" "${legacy[$agent]}"
+printf '[[agents]]\nname = "%s"\nprofile = "%s"\nlisten = "tcp://127.0.0.1:*"\nlegacy = "%s"\n' "$agent" "$agent" "${legacy[$agent]}"
 done)
 [mirror]
 orchestrator = "$orch_endpoint"
 data_dir = "$DEMO/outbox"
+[rollout]
+flags = "$DEMO/flags.toml"
+gates = "warn"
 TOML
 
 echo "== starting memshift proxy in dualwrite ($DEMO/memshift.toml)"
@@ -131,26 +147,23 @@ scripts/pg.sh psql "$DATABASE_URL" --no-psqlrc --quiet --pset=footer=off -c "
            count(*) FILTER (WHERE is_archived) AS ended_by_delete_session
     FROM sessions GROUP BY 1 ORDER BY 1" | sed 's/^/   /'
 
-# The next stages: the same traffic with the proxy restarted in shadow (every read also
-# asked of the orchestrator and compared), then in live (the orchestrator answers every
-# read, legacy as the fallback). Same outboxes, same legacy agents.
-restart_proxy() {
-    local flags=$1
-    kill "${pids[-1]}" && wait "${pids[-1]}" 2>/dev/null || true
-    unset 'pids[-1]'
-    "$PY" - "$DEMO/memshift.toml" "$flags" <<'PYEOF'
-import re, sys
-path, flags = sys.argv[1], sys.argv[2].replace("\\n", "\n")
-text = re.sub(r'stage = "[a-z]+"(\n[a-z_]+_percent = [0-9.]+)*', flags, open(path).read())
-open(path, "w").write(text)
-PYEOF
-    launch proxy "$DEMO/memshift.toml"
-    metrics=$(json "$ready" metrics)
-}
+# The next stages, by editing the flags file while the proxy runs: the same traffic in
+# shadow (every read also asked of the orchestrator and compared), then in live (the
+# orchestrator answers every read, legacy as the fallback).
+generation() { curl -s "http://$metrics/flags" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["generation"])'; }
 for stage in 'stage = "shadow"\nshadow_percent = 100' 'stage = "live"\nread_percent = 100\nshadow_percent = 0'; do
-    restart_proxy "$stage"
+    if [[ $stage == *live* ]]; then
+        echo
+        echo "== memshift flags check: what the gates say about going live"
+        printf '[agents.%s]\n%b\n' session_memory "$stage" contextual_memory "$stage" jarvis_memory "$stage" >"$DEMO/candidate.toml"
+        "$BIN" flags check --config "$DEMO/memshift.toml" --flags "$DEMO/candidate.toml" --proxy "http://$metrics" | sed 's/^/   /' || true
+    fi
+    before=$(generation)
+    set_flags "$stage"
+    while [[ $(generation) == "$before" ]]; do sleep 0.05; done
     echo
-    echo "== the same traffic in ${stage%%\\n*} (metrics on http://$metrics/metrics)"
+    name=$(grep -o '"[a-z]*"' <<<"$stage" | head -1 | tr -d '"')
+    echo "== flags file edited: generation $(generation), the same traffic in $name (metrics on http://$metrics/metrics)"
     "$PY" scripts/demo_traffic.py \
         --session "$(endpoint session_memory)" \
         --contextual "$(endpoint contextual_memory)" \
@@ -162,6 +175,21 @@ for stage in 'stage = "shadow"\nshadow_percent = 100' 'stage = "live"\nread_perc
     sleep 0.5
     "$PY" scripts/demo_reads.py --metrics-only "$metrics"
 done
+
+echo
+echo "== the kill switch: SIGUSR1 to the proxy sends every read back to legacy (writes stay mirrored)"
+kill -USR1 "${pids[-1]}"
+while ! curl -s "http://$metrics/metrics" | grep -q '^memshift_rollback_active{agent="jarvis_memory"} 1'; do sleep 0.05; done
+curl -s "http://$metrics/flags" | "$PY" -c '
+import json, sys
+for a in json.load(sys.stdin)["agents"]:
+    print("   %-18s stage %s, rolled back by %s" % (a["name"], a["stage"], ", ".join(a["rollback_reasons"])))'
+"$PY" scripts/demo_reads.py "$metrics" "$DEMO" "$(endpoint session_memory)" \
+    "$(endpoint contextual_memory)" "$(endpoint jarvis_memory)"
+sleep 0.5
+"$PY" scripts/demo_reads.py --metrics-only "$metrics"
+kill -USR2 "${pids[-1]}"
+echo "   SIGUSR2: resumed; reads go to the orchestrator again"
 
 echo
 echo "== the orchestrator at work (its own API)"

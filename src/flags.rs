@@ -207,4 +207,34 @@ mod tests {
         assert_eq!(previous.len(), keys.len());
         assert!(keys.iter().all(|k| !Percent::NONE.includes(k)));
     }
+
+    proptest::proptest! {
+        /// Sticky assignment: whatever the key and however the share rises, once a key is
+        /// in, it stays in.
+        #[test]
+        fn a_key_moved_forward_stays_forward_while_the_share_only_rises(
+            key in ".{0,64}",
+            mut shares in proptest::collection::vec(0u16..=10_000, 1..24),
+        ) {
+            shares.sort_unstable();
+            let mut was_in = false;
+            for share in shares {
+                let now = Percent(share).includes(&key);
+                proptest::prop_assert!(now || !was_in, "{key:?} left at {share}");
+                was_in = now;
+            }
+        }
+
+        /// A rollback sends a key's reads to legacy whatever its stage and share.
+        #[test]
+        fn a_rollback_always_takes_reads_back(share in 0u16..=10_000) {
+            let flags = AgentFlags {
+                stage: Stage::Live,
+                read_percent: Percent(share),
+                rollback: true,
+                ..AgentFlags::default()
+            };
+            proptest::prop_assert!(!flags.serves_reads());
+        }
+    }
 }

@@ -31,6 +31,17 @@ impl Rig {
         }
     }
 
+    /// Replaces the rig's flags file (atomically, as an editor does) with `flags` for its
+    /// agent.
+    pub fn set_flags(&self, flags: &str) {
+        write_flags(self._data.path(), &[(self.agent, flags)]);
+    }
+
+    /// The directory of the flags file (and of the default panic file).
+    pub fn flags_dir(&self) -> &Path {
+        self._data.path()
+    }
+
     pub fn socket(&self, ctx: &zmq::Context) -> zmq::Socket {
         req_socket(ctx, self.proxy.endpoint(self.agent))
     }
@@ -66,11 +77,15 @@ impl Rig {
 ///
 /// `extra` starts with the agent's flags (`stage = …`, percentages; the stage defaults to
 /// `dualwrite`), which go to the flags file; from its first `[table]` on it is more
-/// configuration (keys of `[mirror]`, `[rollout.auto]`, …).
+/// configuration: `[mirror]` keys, then `[rollout]` keys, then any other tables.
 pub fn rig_toml(agent: &str, legacy: &str, orchestrator: &str, data: &Path, extra: &str) -> String {
     let (flags, rest) = split_table(extra);
     write_flags(data, &[(agent, flags)]);
     let (mirror, rest) = match rest.strip_prefix("[mirror]") {
+        Some(keys) => split_table(keys),
+        None => ("", rest),
+    };
+    let (rollout, rest) = match rest.strip_prefix("[rollout]") {
         Some(keys) => split_table(keys),
         None => ("", rest),
     };
@@ -80,7 +95,7 @@ pub fn rig_toml(agent: &str, legacy: &str, orchestrator: &str, data: &Path, extr
         &format!(
             "{agents}[mirror]\norchestrator = \"{orchestrator}\"\ndata_dir = \"{data}\"\n\
              timeout = \"500ms\"\nbackoff_base = \"20ms\"\nbackoff_max = \"300ms\"\n{mirror}\n\
-             [rollout]\nflags = \"{data}/flags.toml\"\n{rest}",
+             [rollout]\nflags = \"{data}/flags.toml\"\n{rollout}\n{rest}",
             data = data.display()
         ),
     )
