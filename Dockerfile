@@ -18,12 +18,15 @@ RUN apt-get update \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/memshift --create-home memshift
 COPY --from=build /src/target/release/memshift /usr/local/bin/memshift
 COPY config/memshift.toml /etc/memshift/memshift.toml
+COPY config/flags.toml /etc/memshift/flags.toml
 USER memshift
 WORKDIR /var/lib/memshift
 # The outboxes of mirrored writes ([mirror] data_dir): mount a persistent volume here, or a
 # restarted container loses what it had not delivered yet.
 VOLUME /var/lib/memshift
+# The flags file (every agent off until edited; mount your own over it).
 ENV MEMSHIFT_CONFIG=/etc/memshift/memshift.toml \
+    MEMSHIFT_ROLLOUT__FLAGS=/etc/memshift/flags.toml \
     MEMSHIFT_METRICS__LISTEN=0.0.0.0:9464 \
     MEMSHIFT_ORCHESTRATOR__METRICS_LISTEN=0.0.0.0:9465
 # Metrics and health of the proxy (9464) and the orchestrator (9465), and the orchestrator's

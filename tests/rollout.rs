@@ -20,7 +20,8 @@ const AGENT: &str = "jarvis_memory";
 const USERS: usize = 20;
 
 /// Traffic through the proxy on its own threads until dropped: `readers` clients reading
-/// every user in turn and, if `writing`, one client adding memories.
+/// every user in turn (pausing `read_pause` between reads) and, with `writes`, one client
+/// adding a memory every that often.
 struct Load {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -30,12 +31,17 @@ struct Load {
 }
 
 impl Load {
-    fn start(endpoint: &str, readers: usize, writing: bool) -> Load {
+    fn start(
+        endpoint: &str,
+        readers: usize,
+        read_pause: Duration,
+        writes: Option<Duration>,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(AtomicU64::new(0));
         let reads = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::new();
-        for r in 0..readers + usize::from(writing) {
+        for r in 0..readers + usize::from(writes.is_some()) {
             let (stop, errors, reads) = (stop.clone(), errors.clone(), reads.clone());
             let endpoint = endpoint.to_owned();
             let writer = r == readers;
@@ -56,8 +62,11 @@ impl Load {
                     if reply["status"] != "ok" {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
-                    if !writer {
+                    if let (true, Some(pause)) = (writer, writes) {
+                        std::thread::sleep(pause);
+                    } else {
                         reads.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(read_pause);
                     }
                 }
             }));
@@ -181,7 +190,7 @@ fn post(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> u16 {
 fn editing_the_flags_file_moves_reads_within_a_second_and_a_bad_edit_changes_nothing() {
     let (_db, _orch, rig) = fresh_rig(AGENT, "stage = \"shadow\"\n[rollout]\ngates = \"warn\"\n");
     seed(&rig);
-    let load = Load::start(rig.proxy.endpoint(AGENT), 2, false);
+    let load = Load::start(rig.proxy.endpoint(AGENT), 2, Duration::ZERO, None);
     let generation = || value(&rig, "memshift_flags_generation", &[]);
     assert_eq!(generation(), 1.0);
     assert_eq!(served(&rig, "orchestrator"), 0.0);
@@ -263,7 +272,12 @@ fn every_kill_switch_route_returns_reads_to_legacy_within_a_second_and_loses_no_
         ),
     );
     seed(&rig);
-    let load = Load::start(rig.proxy.endpoint(AGENT), 3, true);
+    let load = Load::start(
+        rig.proxy.endpoint(AGENT),
+        3,
+        Duration::ZERO,
+        Some(Duration::from_millis(5)),
+    );
     let addr = rig.proxy.metrics;
 
     // 1. The flags file says rollback = true.
@@ -396,7 +410,7 @@ fn fired(rig: &Rig, trigger: &str) {
 fn one_read_in_a_hundred_wrong_trips_inconsistency_one_in_two_thousand_or_too_few_do_not() {
     let (_db, _orch, relay, rig) = rig_behind_relay("stage = \"shadow\"\n");
     seed(&rig);
-    let load = Load::start(rig.proxy.endpoint(AGENT), 4, false);
+    let load = Load::start(rig.proxy.endpoint(AGENT), 4, Duration::ZERO, None);
     // Below the threshold: 0.05 % wrong, with the minimum sample reached.
     relay.set(Fault::Corrupt { every: 2000 });
     read_for(&load, 2500);
@@ -447,7 +461,7 @@ fn an_orchestrator_150_ms_slower_trips_latency_and_50_ms_slower_does_not() {
     let (_db, _orch, relay, rig) =
         rig_behind_relay("stage = \"live\"\nread_percent = 50\nshadow_percent = 0\n");
     seed(&rig);
-    let load = Load::start(rig.proxy.endpoint(AGENT), 16, false);
+    let load = Load::start(rig.proxy.endpoint(AGENT), 16, Duration::ZERO, None);
     relay.set(Fault::Delay(Duration::from_millis(50)));
     read_for(&load, 1200);
     time_until("a decision on latency", TIMEOUT, || {
@@ -469,7 +483,7 @@ fn an_orchestrator_150_ms_slower_trips_latency_and_50_ms_slower_does_not() {
 fn two_percent_failed_reads_trip_errors_half_a_percent_does_not() {
     let (_db, _orch, relay, rig) = rig_behind_relay("stage = \"shadow\"\n");
     seed(&rig);
-    let load = Load::start(rig.proxy.endpoint(AGENT), 4, false);
+    let load = Load::start(rig.proxy.endpoint(AGENT), 4, Duration::ZERO, None);
     relay.set(Fault::Fail { every: 200 });
     read_for(&load, 2500);
     time_until("a decision on errors", TIMEOUT, || {
@@ -479,4 +493,115 @@ fn two_percent_failed_reads_trip_errors_half_a_percent_does_not() {
     relay.set(Fault::Fail { every: 50 });
     fired(&rig, "errors");
     assert_eq!(load.finish(), 0, "clients saw errors");
+}
+
+fn stage_is(rig: &Rig, stage: &str) -> bool {
+    value(rig, "memshift_stage", &[("agent", AGENT), ("stage", stage)]) == 1.0
+}
+
+/// Edits the flags file and waits until the proxy shows `stage`.
+fn move_to(rig: &Rig, flags: &str, stage: &str) {
+    rig.set_flags(flags);
+    let took = time_until(&format!("stage {stage}"), TIMEOUT, || stage_is(rig, stage));
+    assert!(took < Duration::from_secs(1), "{stage} took {took:?}");
+}
+
+#[test]
+fn the_ladder_up_to_live_and_back_to_dualwrite_under_load_keeps_both_stores_equal() {
+    // Gates enforced, as deployed. Writes before dualwrite would need a backfill, so the
+    // clients only read while the agent is off.
+    let (mut db, _orch, rig) = fresh_rig(AGENT, "stage = \"off\"\n");
+    let endpoint = rig.proxy.endpoint(AGENT).to_owned();
+    // Paced: a shadow side saturated by reads lags by up to a second, and then every
+    // comparison of a key written within that second is a race, which proves nothing.
+    let readers = Load::start(&endpoint, 2, Duration::from_millis(2), None);
+    read_for(&readers, 300);
+    assert_eq!(
+        value(&rig, "memshift_outbox_pending", &[("agent", AGENT)]),
+        0.0
+    );
+
+    move_to(&rig, "stage = \"dualwrite\"\n", "dualwrite");
+    // Ten writes a second over 20 users: a shadow read lagging under the readers' load
+    // seldom finds its user written since (a race, which proves nothing either way).
+    let writer = Load::start(
+        &endpoint,
+        0,
+        Duration::ZERO,
+        Some(Duration::from_millis(100)),
+    );
+    rig.wait_queued(20);
+    move_to(&rig, "stage = \"shadow\"\n", "shadow");
+
+    // Too early for live: the consistency gate refuses the whole file.
+    rig.set_flags("stage = \"live\"\nread_percent = 25\n");
+    time_until("the early move refused", TIMEOUT, || {
+        value(
+            &rig,
+            "memshift_flags_reload_failures_total",
+            &[("reason", "gated")],
+        ) == 1.0
+    });
+    assert!(stage_is(&rig, "shadow"));
+    assert!(
+        rig.proxy
+            .logs()
+            .iter()
+            .any(|l| l.contains("refused by a gate") && l.contains("consistency"))
+    );
+    // Once enough reads matched, the same file goes through on SIGHUP (a refused file is
+    // not retried by itself: a move must not happen hours after the operator saw it
+    // refused).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while value(
+        &rig,
+        "memshift_gate_open",
+        &[("agent", AGENT), ("gate", "consistency")],
+    ) != 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the consistency gate stayed closed: {}\n{}",
+            rig.proxy.http_get("/flags").1,
+            rig.proxy
+                .metrics_text()
+                .lines()
+                .filter(|l| l.starts_with("memshift_comparisons_total") && !l.ends_with(" 0"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rig.proxy.signal(Signal::SIGHUP);
+    time_until("stage live", TIMEOUT, || stage_is(&rig, "live"));
+    let served_before = served(&rig, "orchestrator");
+    time_until("reads served by the orchestrator", TIMEOUT, || {
+        served(&rig, "orchestrator") > served_before + 50.0
+    });
+    rig.set_flags("stage = \"live\"\nread_percent = 100\n");
+    time_until("every read at the orchestrator", TIMEOUT, || {
+        value(&rig, "memshift_read_percent", &[("agent", AGENT)]) == 100.0
+    });
+    read_for(&readers, 500);
+
+    // And back down, never gated.
+    move_to(&rig, "stage = \"shadow\"\n", "shadow");
+    move_to(&rig, "stage = \"dualwrite\"\n", "dualwrite");
+    read_for(&readers, 300);
+    assert_eq!(writer.finish(), 0, "writes failed");
+    assert_eq!(readers.finish(), 0, "reads failed");
+    let m = rig.proxy.metrics_text();
+    assert_eq!(
+        metric_sum(
+            &m,
+            "memshift_comparisons_total",
+            &[("agent", AGENT), ("outcome", "mismatch")]
+        ),
+        0.0
+    );
+    assert_eq!(rig.drain(), 0);
+    let legacy = jarvis_store(&rig.legacy);
+    assert!(legacy.values().map(Vec::len).sum::<usize>() > 50);
+    assert_eq!(legacy, jarvis_mirrored(&mut db));
+    no_duplicates(&mut db);
 }
