@@ -143,6 +143,7 @@ fn rolls_back_within_a_second(rig: &Rig, route: &str, trigger: impl FnOnce()) {
     });
     trigger();
     let took = time_until("the rollback", TIMEOUT, || rolled_back(rig));
+    eprintln!("{route}: rolled back after {took:?}");
     assert!(
         took < Duration::from_secs(1),
         "{route}: rollback took {took:?}"
