@@ -206,15 +206,8 @@ type Process = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result
 /// shutdown token; exit 0 on a clean stop, 1 on failure.
 fn run(config: Config, process: impl FnOnce(Config, CancellationToken) -> Process) -> ExitCode {
     memshift::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("memshift: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let shutdown = memshift::shutdown::on_signals()?;
@@ -385,15 +378,8 @@ fn flags_file(config: &Config) -> anyhow::Result<String> {
 
 fn check_flags(config: &Config, flags: Option<&std::path::Path>, proxy: Option<&str>) -> ExitCode {
     use memshift::app::flags::{self, Verdict};
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("memshift: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(flags::check(config, flags, proxy)) {
         Ok(Verdict::Open(text)) => {
@@ -411,6 +397,17 @@ fn check_flags(config: &Config, flags: Option<&std::path::Path>, proxy: Option<&
         Err(e) => {
             eprintln!("memshift: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// An async runtime from `builder`, or `None` (reported) when it cannot start.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("memshift: starting the async runtime: {e}");
+            None
         }
     }
 }

@@ -17,12 +17,12 @@
 //! agent the file does not mention is `off`; a table for an agent this proxy does not
 //! front is validated and otherwise ignored (one file can serve every sidecar).
 
+use super::ConfigErrors;
 use super::reader::{Errors, Table};
-use super::{ConfigError, ConfigErrors};
 use crate::flags::{AgentFlags, Percent, Stage};
 use figment::Figment;
 use figment::providers::{Format, Toml};
-use figment::value::{Dict, Value};
+use figment::value::Value;
 use std::collections::BTreeMap;
 
 /// A validated flags file.
@@ -50,18 +50,7 @@ impl FlagsFile {
 /// Every mistake at once: TOML syntax, unknown keys, bad stages or percentages.
 pub fn parse_flags(text: &str, origin: &str) -> Result<FlagsFile, ConfigErrors> {
     let figment = Figment::new().merge(Toml::string(text));
-    let tree = figment.extract::<Dict>().map_err(|e| {
-        ConfigErrors(
-            e.into_iter()
-                .map(|e| ConfigError {
-                    origin: origin.to_owned(),
-                    path: e.path.join("."),
-                    message: e.kind.to_string(),
-                })
-                .collect(),
-        )
-    })?;
-    let root_value = Value::from(tree);
+    let root_value = super::merged_tree(&figment, origin)?;
     let mut errors = Errors::new(&figment, origin.to_owned());
     let mut root = Table::new("", Some(&root_value), &mut errors);
     let rollback = root.get("rollback", &mut errors).unwrap_or(false);

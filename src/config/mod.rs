@@ -235,23 +235,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     from_figment(&figment, origin)
 }
 
-/// Reads a configuration out of any figment (tests build one from a string).
-///
-/// # Errors
-/// As [`load`].
-pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigErrors> {
+/// The merged tree of a figment; a syntax error in any layer is reported with `origin`.
+fn merged_tree(figment: &Figment, origin: &str) -> Result<Value, ConfigErrors> {
     let tree = figment.extract::<Dict>().map_err(|e| {
         ConfigErrors(
             e.into_iter()
                 .map(|e| ConfigError {
-                    origin: origin.clone(),
+                    origin: origin.to_owned(),
                     path: e.path.join("."),
                     message: e.kind.to_string(),
                 })
                 .collect(),
         )
     })?;
-    let root_value = Value::from(tree);
+    Ok(Value::from(tree))
+}
+
+/// Reads a configuration out of any figment (tests build one from a string).
+///
+/// # Errors
+/// As [`load`].
+pub fn from_figment(figment: &Figment, origin: String) -> Result<Config, ConfigErrors> {
+    let root_value = merged_tree(figment, &origin)?;
     let mut errors = Errors::new(figment, origin);
     let mut root = Table::new("", Some(&root_value), &mut errors);
     let proxy = read_proxy(root.value("proxy"), &mut errors);

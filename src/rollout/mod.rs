@@ -85,10 +85,17 @@ pub struct Rollout {
 /// # Errors
 /// The file cannot be read, or is invalid (every mistake listed).
 pub fn load_file(path: &Path) -> anyhow::Result<FlagsFile> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(read_file(path)?.0)
+}
+
+/// The file, validated, and the checksum of its bytes.
+fn read_file(path: &Path) -> anyhow::Result<(FlagsFile, u64)> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the flags file {}", path.display()))?;
+    let sum = checksum(&bytes);
     let text = String::from_utf8(bytes)
         .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
-    Ok(parse_flags(&text, &path.display().to_string())?)
+    Ok((parse_flags(&text, &path.display().to_string())?, sum))
 }
 
 impl Rollout {
@@ -105,9 +112,8 @@ impl Rollout {
     ) -> anyhow::Result<Rollout> {
         let (file, checksum) = match &settings.flags {
             Some(path) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("reading the flags file {}", path.display()))?;
-                (load_file(path)?, Some(checksum(&bytes)))
+                let (file, sum) = read_file(path)?;
+                (file, Some(sum))
             }
             None => (FlagsFile::default(), None),
         };
