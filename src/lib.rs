@@ -13,10 +13,13 @@
 //!   mirrored operations), [`mirror`] (outbox writer and deliverer threads), [`store`]
 //!   (PostgreSQL + pgvector: pool,
 //!   migrations, queries), [`embed`] (embedding providers and the worker), [`orchestrator`]
-//!   (the orchestrator's socket thread, dispatcher and actions), [`metrics`], [`http`]
-//!   (`/metrics`, `/healthz`), [`wakeup`], [`telemetry`], [`shutdown`].
+//!   (the orchestrator's socket thread, dispatcher and actions), [`rollout`] (the flags in
+//!   force: the hot-reloaded flags file, gates, the kill switch, automatic rollback),
+//!   [`metrics`], [`http`] (`/metrics`, `/healthz`), [`wakeup`], [`telemetry`],
+//!   [`shutdown`].
 //! - top: [`app`] (the `memshift proxy` and `memshift orchestrator` processes, the
-//!   `memshift outbox` commands); the binary in `src/main.rs` is the CLI.
+//!   `memshift outbox` and `memshift flags check` commands); the binary in `src/main.rs`
+//!   is the CLI.
 //!
 //! # The life of one request through the proxy
 //! 1. A client's REQ or DEALER sends one frame to the agent's old port, where the proxy's

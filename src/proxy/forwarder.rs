@@ -542,9 +542,10 @@ impl Forwarder {
             match reply {
                 Some(reply) => {
                     // In the serving stage a write's key is announced, so that its reads
-                    // go to legacy until the orchestrator has it.
+                    // go to legacy until the orchestrator has it. Also while a rollback
+                    // holds: a resume must not serve a read the write has not reached.
                     let announced = class == Class::Write
-                        && self.flags.load().serves_reads()
+                        && self.flags.load().stage.serves_reads()
                         && mirror.announce(&request);
                     mirror.offer(Exchange {
                         class,
