@@ -361,8 +361,10 @@ impl Rollout {
         for set in &mut state.latches {
             set.clear();
         }
-        for e in &mut state.evaluators {
-            e.reset();
+        for (i, agent) in self.agents.iter().enumerate() {
+            state.evaluators[i].reset();
+            // Counted from now: what happened since the last evaluation is the past too.
+            state.last[i] = Some((agent.mirror.totals(), agent.legacy.read_latency()));
         }
         info!(by, cleared = ?cleared, "latched rollbacks cleared");
         if state.panic || state.file.rollback {
