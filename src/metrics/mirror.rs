@@ -2,14 +2,14 @@
 //! deliveries to the orchestrator. Handles are resolved per agent at start-up; every series
 //! of a closed label set exists at zero from then on.
 
-use super::{counter_vec, gauge_vec, histogram_vec};
+use super::{counter_vec, float_gauge_vec, gauge_vec, histogram_vec};
 use crate::classify::action_labels;
 use crate::compare::Outcome;
 use crate::config::AgentConfig;
 use crate::profile::Class;
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Registry,
 };
 use std::collections::HashMap;
 
@@ -171,13 +171,7 @@ pub(super) struct MirrorFamilies {
 
 impl MirrorFamilies {
     pub(super) fn new(registry: &Registry) -> MirrorFamilies {
-        let gauge = |name: &str, help: &str| {
-            let family = GaugeVec::new(Opts::new(name, help), &["agent"]).expect("valid metric");
-            registry
-                .register(Box::new(family.clone()))
-                .expect("metric registered once");
-            family
-        };
+        let gauge = |name: &str, help: &str| float_gauge_vec(registry, name, help, &["agent"]);
         MirrorFamilies {
             writes: counter_vec(
                 registry,

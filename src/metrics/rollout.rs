@@ -1,9 +1,9 @@
 //! The rollout's metrics (proxy process): each agent's flags, the flags file's reloads,
 //! rollbacks and their reasons, the triggers' figures and the gates.
 
-use super::{counter_vec, gauge_vec};
+use super::{counter_vec, float_gauge_vec, gauge_vec};
 use crate::flags::{AgentFlags, Stage};
-use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Why a rollback holds (the `reason` label of `memshift_rollback_reason`).
 pub const ROLLBACK_REASONS: [&str; 7] = [
@@ -39,13 +39,8 @@ pub struct RolloutMetrics {
 
 impl RolloutMetrics {
     pub(super) fn new(registry: &Registry) -> RolloutMetrics {
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let family = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(family.clone()))
-                .expect("metric registered once");
-            family
-        };
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| float_gauge_vec(registry, name, help, labels);
         let plain = |family: IntGaugeVec| family.with_label_values(&[] as &[&str]);
         RolloutMetrics {
             stage: gauge_vec(

@@ -266,7 +266,7 @@ impl Rollout {
     fn check_gates(&self, state: &State, file: &FlagsFile) -> Result<(), String> {
         let mut closed = Vec::new();
         for (i, agent) in self.agents.iter().enumerate() {
-            let inputs = self.gate_inputs(state, i);
+            let inputs = self.gate_inputs(state, i, &agent.mirror.totals());
             let (old, new) = (state.file.agent(&agent.name), file.agent(&agent.name));
             for r in decide(&old, &new, &inputs, &self.settings) {
                 if !r.open {
@@ -292,9 +292,9 @@ impl Rollout {
         }
     }
 
-    fn gate_inputs(&self, state: &State, i: usize) -> GateInputs {
+    /// The gates' inputs for agent `i`, with its running `totals` (already read).
+    fn gate_inputs(&self, state: &State, i: usize, totals: &Totals) -> GateInputs {
         let m = &self.agents[i].mirror;
-        let totals = m.totals();
         GateInputs {
             outbox_pending: m.pending.get().max(0) as u64,
             outbox_oldest_age_seconds: m.oldest_age.get(),
@@ -415,7 +415,8 @@ impl Rollout {
                     tripped = true;
                 }
             }
-            for g in evaluate(&self.gate_inputs(&state, i), &self.settings) {
+            let totals = &state.last[i].as_ref().expect("set above").0;
+            for g in evaluate(&self.gate_inputs(&state, i, totals), &self.settings) {
                 m.gate(&agent.name, g.gate.as_label(), g.open);
             }
         }
@@ -443,7 +444,7 @@ impl Rollout {
                     "read_percent": f.read_percent.as_f64(),
                     "rollback": f.rollback,
                     "rollback_reasons": self.reasons(&state, i),
-                    "gate_inputs": self.gate_inputs(&state, i),
+                    "gate_inputs": self.gate_inputs(&state, i, &a.mirror.totals()),
                 })
             })
             .collect();
