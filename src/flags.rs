@@ -28,10 +28,26 @@ pub enum Stage {
     /// the legacy shape (legacy on an error or past the time budget); the other reads are
     /// compared as in `shadow`.
     Live,
+    /// The orchestrator is primary: it answers every read, and it takes every write first
+    /// (the client gets the reply the legacy agent would have given); accepted writes are
+    /// replayed to legacy through the reverse outbox, so legacy stays complete and a step
+    /// back loses nothing.
+    Rampdown,
+    /// As `rampdown`, but legacy is left alone: the reverse outbox keeps the writes (up to
+    /// `mirror.max_pending`) without delivering them, so that a step back, or a rollback,
+    /// can still bring legacy up to date first.
+    Complete,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::Off, Stage::DualWrite, Stage::Shadow, Stage::Live];
+    pub const ALL: [Stage; 6] = [
+        Stage::Off,
+        Stage::DualWrite,
+        Stage::Shadow,
+        Stage::Live,
+        Stage::Rampdown,
+        Stage::Complete,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,6 +55,8 @@ impl Stage {
             Stage::DualWrite => "dualwrite",
             Stage::Shadow => "shadow",
             Stage::Live => "live",
+            Stage::Rampdown => "rampdown",
+            Stage::Complete => "complete",
         }
     }
 
@@ -64,9 +82,15 @@ impl Stage {
         matches!(self, Stage::Shadow | Stage::Live)
     }
 
-    /// Whether the orchestrator answers reads (for `read_percent` of keys).
+    /// Whether the orchestrator answers reads (for `read_percent` of keys in `live`, for
+    /// every key later).
     pub fn serves_reads(self) -> bool {
-        self == Stage::Live
+        self >= Stage::Live
+    }
+
+    /// Whether the orchestrator takes writes first (every key).
+    pub fn writes_first_to_orchestrator(self) -> bool {
+        self >= Stage::Rampdown
     }
 }
 
@@ -142,6 +166,35 @@ impl AgentFlags {
     /// Whether the orchestrator answers reads (for `read_percent` of keys) right now.
     pub fn serves_reads(&self) -> bool {
         self.stage.serves_reads() && !self.rollback
+    }
+
+    /// Whether the orchestrator answers this key's reads right now (the key's own pending
+    /// writes aside: see [`crate::mirror`]). From `rampdown` on, every key.
+    pub fn serves_key(&self, key: &str) -> bool {
+        self.serves_reads()
+            && (self.stage >= Stage::Rampdown || self.read_percent.includes(key))
+    }
+
+    /// Whether writes go to the orchestrator first right now. A rollback takes them back
+    /// to legacy, except for keys whose writes legacy has not had yet.
+    pub fn orchestrator_primary(&self) -> bool {
+        self.stage.writes_first_to_orchestrator() && !self.rollback
+    }
+
+    /// Whether the reverse outbox is delivered to legacy: in every stage but `complete`,
+    /// and in `complete` too while a rollback holds (legacy must catch up before it
+    /// answers again).
+    pub fn delivers_to_legacy(&self) -> bool {
+        self.stage != Stage::Complete || self.rollback
+    }
+
+    /// `mirror_percent`, or every key from `rampdown` on.
+    pub fn mirrored_share(&self) -> Percent {
+        if self.stage >= Stage::Rampdown {
+            Percent::ALL
+        } else {
+            self.mirror_percent
+        }
     }
 }
 

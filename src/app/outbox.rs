@@ -9,6 +9,7 @@ use crate::config::{AgentConfig, Config, Durability};
 use crate::metrics::Metrics;
 use crate::mirror::Deliverer;
 use crate::outbox::{DeadLetter, DeliveryLock, Dropped, Outbox, Stats};
+use crate::translate::MirrorOp;
 use anyhow::{Context as _, bail};
 use chrono::Utc;
 use serde::Serialize;
@@ -82,7 +83,7 @@ pub fn status(
                     dropped: Vec::new(),
                 });
             }
-            let outbox = Outbox::open_existing(&path)?;
+            let outbox = Outbox::<MirrorOp>::open_existing(&path)?;
             Ok(AgentStatus {
                 agent: a.name.clone(),
                 stats: Some(outbox.stats(Utc::now())?),
@@ -170,7 +171,7 @@ pub fn retry_dead(
         if !path.exists() {
             continue;
         }
-        let mut outbox = Outbox::open_existing(&path)?;
+        let mut outbox = Outbox::<MirrorOp>::open_existing(&path)?;
         let n = outbox.retry_dead((!ids.is_empty()).then_some(ids))?;
         requeued.push((a.name.clone(), n));
     }
@@ -203,7 +204,7 @@ pub fn drain(
         if !drained {
             return Ok(Drained::TimedOut);
         }
-        dead += Outbox::open_existing(&path)?.stats(Utc::now())?.dead;
+        dead += Outbox::<MirrorOp>::open_existing(&path)?.stats(Utc::now())?.dead;
     }
     Ok(if dead == 0 {
         Drained::Clean
@@ -218,7 +219,7 @@ fn watch(
     deadline: Instant,
     progress: &mut impl FnMut(&str, u64),
 ) -> anyhow::Result<bool> {
-    let outbox = Outbox::open_existing(path)?;
+    let outbox = Outbox::<MirrorOp>::open_existing(path)?;
     let mut last_report: Option<Instant> = None;
     loop {
         let pending = outbox.stats(Utc::now())?.pending;
@@ -245,7 +246,7 @@ fn deliver_here(
     progress: &mut impl FnMut(&str, u64),
 ) -> anyhow::Result<bool> {
     let path = path(config, agent);
-    let outbox = Outbox::open(&path, Durability::Normal)?;
+    let outbox = Outbox::<MirrorOp>::open(&path, Durability::Normal)?;
     let pending = outbox.stats(Utc::now())?.pending;
     progress(&agent.name, pending);
     if pending == 0 {

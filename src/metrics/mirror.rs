@@ -132,6 +132,75 @@ impl SkipReason {
     }
 }
 
+/// What became of a write the orchestrator was asked first (stages `rampdown` and
+/// `complete`; the `outcome` label of `memshift_primary_writes_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrimaryOutcome {
+    /// The orchestrator applied it; the client got the legacy-shape reply, and the write
+    /// went to the reverse outbox.
+    Applied,
+    /// The orchestrator refused it with a reason the legacy agent has its own reply for
+    /// (an unknown or duplicate session), and legacy is behind on the key: that reply.
+    Refused,
+    /// The orchestrator failed, was too slow, or refused it: legacy took it (and the
+    /// mirror carries it to the orchestrator, with the same ids).
+    Fallback,
+    /// The orchestrator failed while legacy was behind on the key, so legacy could not take
+    /// it without reordering the key's writes: no reply, as when an agent times out.
+    Unanswered,
+    /// memshift cannot predict the legacy reply (a malformed write, say): legacy took it
+    /// first.
+    Unpredictable,
+}
+
+impl PrimaryOutcome {
+    pub const ALL: [PrimaryOutcome; 5] = [
+        PrimaryOutcome::Applied,
+        PrimaryOutcome::Refused,
+        PrimaryOutcome::Fallback,
+        PrimaryOutcome::Unanswered,
+        PrimaryOutcome::Unpredictable,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            PrimaryOutcome::Applied => "applied",
+            PrimaryOutcome::Refused => "refused",
+            PrimaryOutcome::Fallback => "fallback",
+            PrimaryOutcome::Unanswered => "unanswered",
+            PrimaryOutcome::Unpredictable => "unpredictable",
+        }
+    }
+}
+
+/// What became of one replay of a write to legacy (the reverse outbox).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    /// Legacy accepted it.
+    Delivered,
+    /// Legacy refused it (its store had drifted: an expired session, say): kept as a dead
+    /// letter for reconcile.
+    Refused,
+    /// No answer in time, to be tried again.
+    Retried,
+}
+
+impl ReplayOutcome {
+    pub const ALL: [ReplayOutcome; 3] = [
+        ReplayOutcome::Delivered,
+        ReplayOutcome::Refused,
+        ReplayOutcome::Retried,
+    ];
+
+    pub fn as_label(self) -> &'static str {
+        match self {
+            ReplayOutcome::Delivered => "delivered",
+            ReplayOutcome::Refused => "refused",
+            ReplayOutcome::Retried => "retried",
+        }
+    }
+}
+
 /// Why a live read went to legacy after all (`mirror::Fallback` labels).
 pub const FALLBACK_REASONS: [&str; 5] = [
     "error",
@@ -167,6 +236,11 @@ pub(super) struct MirrorFamilies {
     served: IntCounterVec,
     fallbacks: IntCounterVec,
     inconsistency: GaugeVec,
+    primary: IntCounterVec,
+    replays: IntCounterVec,
+    reverse_pending: IntGaugeVec,
+    reverse_oldest_age: GaugeVec,
+    reverse_dead: IntGaugeVec,
 }
 
 impl MirrorFamilies {
@@ -260,6 +334,34 @@ impl MirrorFamilies {
                 "memshift_inconsistency_ratio",
                 "Mismatches over matches plus mismatches since start-up (DESIGN.md's 0.1 % trigger; races, drift, errors and skips excluded).",
             ),
+            primary: counter_vec(
+                registry,
+                "memshift_primary_writes_total",
+                "Writes the orchestrator was to take first (rampdown, complete), by what became of them.",
+                &["agent", "action", "outcome"],
+            ),
+            replays: counter_vec(
+                registry,
+                "memshift_reverse_deliveries_total",
+                "Writes the orchestrator took first, replayed to the legacy agent, by outcome.",
+                &["agent", "outcome"],
+            ),
+            reverse_pending: gauge_vec(
+                registry,
+                "memshift_reverse_pending",
+                "Writes in the reverse outbox waiting to be replayed to the legacy agent.",
+                &["agent"],
+            ),
+            reverse_oldest_age: gauge(
+                "memshift_reverse_oldest_age_seconds",
+                "Age of the oldest write waiting in the reverse outbox (0 when none is).",
+            ),
+            reverse_dead: gauge_vec(
+                registry,
+                "memshift_reverse_dead_letters",
+                "Writes the legacy agent refused on replay, kept for reconcile.",
+                &["agent"],
+            ),
         }
     }
 
@@ -317,7 +419,24 @@ impl MirrorFamilies {
             .chain(TRANSPORT_FAILURES)
             .map(|reason| (reason, self.failures.with_label_values(&[name, reason])))
             .collect();
+        let primary = action_labels(agent.profile)
+            .filter(|(_, class)| *class == Class::Write)
+            .map(|(action, _)| {
+                let outcomes = PrimaryOutcome::ALL
+                    .map(|o| self.primary.with_label_values(&[name, action, o.as_label()]));
+                (action, outcomes)
+            })
+            .collect();
+        let reverse = ReverseMetrics {
+            replays: ReplayOutcome::ALL
+                .map(|o| self.replays.with_label_values(&[name, o.as_label()])),
+            pending: self.reverse_pending.with_label_values(&[name]),
+            oldest_age: self.reverse_oldest_age.with_label_values(&[name]),
+            dead: self.reverse_dead.with_label_values(&[name]),
+        };
         MirrorMetrics {
+            primary,
+            reverse,
             actions: writes,
             reads,
             skipped: SkipReason::ALL.map(|r| self.skipped.with_label_values(&[name, r.as_label()])),
@@ -354,6 +473,9 @@ struct ReadCounters {
 
 /// One agent's mirror metrics, shared by its forwarder, outbox writer and deliverer.
 pub struct MirrorMetrics {
+    primary: HashMap<&'static str, [IntCounter; 5]>,
+    /// The reverse outbox (writes the orchestrator took first, on their way to legacy).
+    pub reverse: ReverseMetrics,
     actions: HashMap<&'static str, ActionCounters>,
     reads: HashMap<&'static str, ReadCounters>,
     skipped: [IntCounter; 4],
@@ -385,7 +507,30 @@ pub struct Totals {
     pub read_latency: Vec<u64>,
 }
 
+/// The reverse outbox's metrics.
+pub struct ReverseMetrics {
+    replays: [IntCounter; 3],
+    pub pending: IntGauge,
+    pub oldest_age: Gauge,
+    pub dead: IntGauge,
+}
+
+impl ReverseMetrics {
+    pub fn replay(&self, outcome: ReplayOutcome) {
+        let i = ReplayOutcome::ALL.iter().position(|o| *o == outcome);
+        self.replays[i.expect("in ALL")].inc();
+    }
+}
+
 impl MirrorMetrics {
+    /// Counts a write the orchestrator was to take first.
+    pub fn primary(&self, action: &str, outcome: PrimaryOutcome) {
+        if let Some(counters) = self.primary.get(action) {
+            let i = PrimaryOutcome::ALL.iter().position(|o| *o == outcome);
+            counters[i.expect("in ALL")].inc();
+        }
+    }
+
     /// Counts a write by its legacy action (only write actions have series).
     pub fn write(&self, action: &str, outcome: WriteOutcome) {
         if let Some(a) = self.actions.get(action) {

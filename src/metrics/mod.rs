@@ -12,7 +12,8 @@ mod orchestrator;
 mod rollout;
 
 pub use mirror::{
-    DeliveryOutcome, DropReason, FALLBACK_REASONS, MirrorMetrics, SkipReason, Totals, WriteOutcome,
+    DeliveryOutcome, DropReason, FALLBACK_REASONS, MirrorMetrics, PrimaryOutcome, ReplayOutcome,
+    ReverseMetrics, SkipReason, Totals, WriteOutcome,
 };
 pub use rollout::{RELOAD_FAILURES, ROLLBACK_REASONS, RolloutMetrics};
 

@@ -29,7 +29,6 @@ use super::link;
 use crate::config::MirrorSettings;
 use crate::metrics::{DeliveryOutcome, MirrorMetrics};
 use crate::outbox::{Entry, Outbox, Settled};
-use crate::translate::MirrorOp;
 use crate::wakeup::WakeReceiver;
 use chrono::Utc;
 use serde_json::{Map, Value, json};
@@ -354,7 +353,7 @@ impl Deliverer {
             .and_then(Value::as_str)
             .unwrap_or("bad_reply");
         let ok = reply.get("status").and_then(Value::as_str) == Some("success")
-            || (code == "session_not_found" && matches!(entry.op, MirrorOp::EndSession { .. }));
+            || entry.op.done_despite(code);
         if ok {
             self.metrics
                 .delivery(&entry.action, DeliveryOutcome::Delivered, rtt);

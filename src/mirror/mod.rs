@@ -30,6 +30,7 @@ use crate::config::{AgentConfig, Durability, MirrorSettings, ShadowSettings};
 use crate::flags::Percent;
 use crate::metrics::{DropReason, MirrorMetrics, SkipReason, WriteOutcome};
 use crate::outbox::{DeliveryLock, Outbox};
+use crate::translate::MirrorOp;
 use crate::profile::Class;
 use crate::wakeup::{self, WakeSender};
 use anyhow::{Context as _, anyhow};
@@ -186,10 +187,10 @@ pub fn start(
 ) -> anyhow::Result<(MirrorSender, RunningMirror)> {
     let path = Outbox::path(&settings.data_dir, &agent.name);
     let lock = DeliveryLock::acquire(&path).map_err(|e| anyhow!(e))?;
-    let writer_outbox = Outbox::open(&path, settings.durability)?;
+    let writer_outbox = Outbox::<MirrorOp>::open(&path, settings.durability)?;
     // Settling needs no fsync: a settlement lost in a crash means one more (idempotent)
     // delivery.
-    let deliverer_outbox = Outbox::open(&path, Durability::Normal)?;
+    let deliverer_outbox = Outbox::<MirrorOp>::open(&path, Durability::Normal)?;
     let stats = deliverer_outbox.stats(Utc::now())?;
     let pending = Arc::new(AtomicU64::new(stats.pending));
     let activity = Arc::new(KeyActivity::new());

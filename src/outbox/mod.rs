@@ -1,7 +1,10 @@
-//! The outbox: a durable local queue of mirrored operations, one SQLite file per agent.
+//! The outbox: a durable local queue of mirrored operations, one SQLite file per agent and
+//! direction.
 //!
-//! An entry is one orchestrator operation ([`MirrorOp`]) of a write the legacy agent
-//! accepted, under the write's key (session or user). Entries get increasing ids when they
+//! An entry is one operation of a write one side accepted, to be carried to the other,
+//! under the write's key (session or user): an orchestrator operation ([`MirrorOp`]) of a
+//! write the legacy agent accepted, or (the *reverse* outbox, stages `rampdown` and
+//! `complete`) a write the orchestrator took first, to replay to legacy. Entries get increasing ids when they
 //! are appended, and a key's entries are delivered in id order: only the lowest pending id
 //! of a key (its *head*) is ever eligible. Delivered entries are deleted; an entry that
 //! cannot be delivered is kept as a *dead letter* with its reason, until an operator
@@ -23,6 +26,9 @@ pub use lock::DeliveryLock;
 
 use crate::config::Durability;
 use crate::translate::MirrorOp;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -42,7 +48,7 @@ CREATE TABLE IF NOT EXISTS entries (
     key             TEXT NOT NULL,
     -- The legacy action the operation mirrors (for metrics and operators).
     action          TEXT NOT NULL,
-    -- The operation, as JSON (translate::MirrorOp).
+    -- The operation, as JSON (translate::MirrorOp, or mirror::Replay in a reverse outbox).
     op              TEXT NOT NULL,
     -- When the proxy saw the legacy agent accept the write, in unix microseconds.
     accepted_at     INTEGER NOT NULL,
@@ -129,22 +135,34 @@ pub enum OutboxError {
 
 pub type Result<T> = std::result::Result<T, OutboxError>;
 
+/// What an outbox carries: serialized as its entries' `op`.
+pub trait Operation: Serialize + DeserializeOwned {
+    /// What the operation does, for operators (`create_session`, `replay`, …).
+    fn operation(&self) -> &'static str;
+}
+
+impl Operation for MirrorOp {
+    fn operation(&self) -> &'static str {
+        MirrorOp::operation(self)
+    }
+}
+
 /// An operation to append.
 #[derive(Clone, Debug)]
-pub struct NewEntry {
+pub struct NewEntry<O = MirrorOp> {
     pub key: String,
     pub action: &'static str,
-    pub op: MirrorOp,
+    pub op: O,
     pub accepted_at: DateTime<Utc>,
 }
 
 /// A pending (or dead) entry.
 #[derive(Clone, Debug)]
-pub struct Entry {
+pub struct Entry<O = MirrorOp> {
     pub id: i64,
     pub key: String,
     pub action: String,
-    pub op: MirrorOp,
+    pub op: O,
     pub accepted_at: DateTime<Utc>,
     pub attempts: u32,
 }
@@ -188,7 +206,7 @@ pub struct DeadLetter {
     pub id: i64,
     pub key: String,
     pub action: String,
-    /// The orchestrator operation (`create_session`, `create`, …).
+    /// The operation (`create_session`, `create`, …, `replay`).
     pub operation: &'static str,
     pub accepted_at: DateTime<Utc>,
     pub dead_at: DateTime<Utc>,
@@ -206,11 +224,12 @@ pub struct Dropped {
     pub last_at: DateTime<Utc>,
 }
 
-/// One agent's outbox file, opened by one thread.
-pub struct Outbox {
+/// One agent's outbox file of one direction, opened by one thread.
+pub struct Outbox<O = MirrorOp> {
     conn: Connection,
     path: PathBuf,
     epoch: String,
+    op: PhantomData<fn() -> O>,
 }
 
 impl Outbox {
@@ -219,12 +238,19 @@ impl Outbox {
         data_dir.join(format!("{agent}.outbox.sqlite"))
     }
 
+    /// Where `agent`'s reverse outbox (writes on their way to legacy) lives.
+    pub fn reverse_path(data_dir: &Path, agent: &str) -> PathBuf {
+        data_dir.join(format!("{agent}.reverse.sqlite"))
+    }
+}
+
+impl<O: Operation> Outbox<O> {
     /// Opens the outbox, creating the directory, the file and its epoch if needed.
     ///
     /// # Errors
     /// The directory or file cannot be created or opened, or the file is not an outbox of
     /// this version.
-    pub fn open(path: &Path, durability: Durability) -> Result<Outbox> {
+    pub fn open(path: &Path, durability: Durability) -> Result<Outbox<O>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OutboxError::Directory {
                 path: path.to_owned(),
@@ -241,7 +267,7 @@ impl Outbox {
     ///
     /// # Errors
     /// The file does not exist, cannot be opened, or is not an outbox of this version.
-    pub fn open_existing(path: &Path) -> Result<Outbox> {
+    pub fn open_existing(path: &Path) -> Result<Outbox<O>> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -255,7 +281,7 @@ impl Outbox {
         Ok(outbox)
     }
 
-    fn from_connection(conn: Connection, path: &Path) -> Result<Outbox> {
+    fn from_connection(conn: Connection, path: &Path) -> Result<Outbox<O>> {
         // Writers from other threads and processes hold the lock for one short commit.
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(sqlite(path))?;
@@ -265,6 +291,7 @@ impl Outbox {
             conn,
             path: path.to_owned(),
             epoch: String::new(),
+            op: PhantomData,
         })
     }
 
@@ -330,7 +357,7 @@ impl Outbox {
     ///
     /// # Errors
     /// The database failed (disk full, I/O error); nothing was appended.
-    pub fn append(&mut self, entries: &[NewEntry]) -> Result<()> {
+    pub fn append(&mut self, entries: &[NewEntry<O>]) -> Result<()> {
         let tx = self.conn.transaction().map_err(sqlite(&self.path))?;
         {
             let mut insert = tx
@@ -339,7 +366,7 @@ impl Outbox {
                 )
                 .map_err(sqlite(&self.path))?;
             for e in entries {
-                let op = serde_json::to_string(&e.op).expect("a MirrorOp always serializes");
+                let op = serde_json::to_string(&e.op).expect("an operation always serializes");
                 insert
                     .execute(params![
                         e.key,
@@ -386,7 +413,7 @@ impl Outbox {
         now: DateTime<Utc>,
         limit: usize,
         busy: impl Fn(&str) -> bool,
-    ) -> Result<Vec<Entry>> {
+    ) -> Result<Vec<Entry<O>>> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -550,7 +577,7 @@ impl Outbox {
                     id: r.get(0)?,
                     key: r.get(1)?,
                     action: r.get(2)?,
-                    operation: serde_json::from_str::<MirrorOp>(&op)
+                    operation: serde_json::from_str::<O>(&op)
                         .map_or("unreadable", |op| op.operation()),
                     accepted_at: micros(r.get(4)?),
                     dead_at: millis(r.get(5)?),

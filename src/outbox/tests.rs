@@ -8,6 +8,7 @@ fn op(n: u32) -> MirrorOp {
         memory_type: "interaction".into(),
         content: json!({"n": n}),
         source_agent: "test".into(),
+        memory_id: None,
     }
 }
 
@@ -118,7 +119,7 @@ fn entries_and_the_epoch_survive_reopening_and_ids_are_never_reused() {
         .unwrap();
     assert_eq!(ids(&o.heads(Utc::now(), 10, |_| false).unwrap()), vec![3]);
     // A different file is a different epoch.
-    let other = Outbox::open(&Outbox::path(dir.path(), "b"), Durability::Full).unwrap();
+    let other = Outbox::<MirrorOp>::open(&Outbox::path(dir.path(), "b"), Durability::Full).unwrap();
     assert_ne!(other.op_id(1), first);
     let existing = Outbox::open_existing(&path).unwrap();
     assert_eq!(existing.op_id(1), first);
@@ -151,7 +152,7 @@ fn dropped_writes_are_counted_per_key() {
 fn a_file_that_is_not_an_outbox_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.sqlite");
-    assert!(Outbox::open_existing(&missing).is_err());
+    assert!(Outbox::<MirrorOp>::open_existing(&missing).is_err());
     let other = dir.path().join("other.sqlite");
     rusqlite::Connection::open(&other)
         .unwrap()

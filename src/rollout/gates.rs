@@ -2,7 +2,17 @@
 //!
 //! Pure: the proxy decides with its own figures when a reload moves an agent forward, and
 //! `memshift flags check` decides with the figures a running proxy reports. A move counts as
-//! passing every stage between the two, so skipping a stage cannot skip its gate. Moving
+//! passing every stage between the two, so skipping a stage cannot skip its gate. Where a
+//! gate stands:
+//!
+//! | gate | moving forward into |
+//! |---|---|
+//! | `not_rolled_back` | any stage |
+//! | `outbox_caught_up` | `shadow` and later |
+//! | `consistency` | past `shadow` (from `shadow` or earlier) |
+//! | `serving_all` | `rampdown` and `complete` |
+//! | `legacy_caught_up` | `complete` |
+//! Moving
 //! back, or changing percentages within a stage, is never gated: the way back must always
 //! be open.
 
@@ -17,6 +27,13 @@ pub struct GateInputs {
     pub outbox_pending: u64,
     pub outbox_oldest_age_seconds: f64,
     pub dead_letters: u64,
+    /// The reverse outbox (writes the orchestrator took first, on their way to legacy).
+    #[serde(default)]
+    pub reverse_pending: u64,
+    #[serde(default)]
+    pub reverse_oldest_age_seconds: f64,
+    #[serde(default)]
+    pub reverse_dead_letters: u64,
     /// Shadow comparisons since the proxy started.
     pub matches: u64,
     pub mismatches: u64,
@@ -34,18 +51,33 @@ pub enum Gate {
     /// no dead letter waiting. Needed past `dualwrite`.
     OutboxCaughtUp,
     /// At least `gate_min_comparisons` comparisons, and the upper confidence bound of the
-    /// inconsistency ratio below `max_inconsistency`. Needed past `shadow`.
+    /// inconsistency ratio below `max_inconsistency`. Needed to leave `shadow` (or an
+    /// earlier stage) forward: later stages compare fewer reads, or none.
     Consistency,
+    /// The orchestrator answers every read already (`live` at `read_percent = 100`), so
+    /// making it primary for writes moves no read. Needed for `rampdown` and `complete`.
+    ServingAll,
+    /// The reverse outbox is delivered: legacy holds every write. Needed for `complete`,
+    /// which stops delivering it.
+    LegacyCaughtUp,
 }
 
 impl Gate {
-    pub const ALL: [Gate; 3] = [Gate::NotRolledBack, Gate::OutboxCaughtUp, Gate::Consistency];
+    pub const ALL: [Gate; 5] = [
+        Gate::NotRolledBack,
+        Gate::OutboxCaughtUp,
+        Gate::Consistency,
+        Gate::ServingAll,
+        Gate::LegacyCaughtUp,
+    ];
 
     pub fn as_label(self) -> &'static str {
         match self {
             Gate::NotRolledBack => "not_rolled_back",
             Gate::OutboxCaughtUp => "outbox_caught_up",
             Gate::Consistency => "consistency",
+            Gate::ServingAll => "serving_all",
+            Gate::LegacyCaughtUp => "legacy_caught_up",
         }
     }
 
@@ -55,7 +87,9 @@ impl Gate {
             && match self {
                 Gate::NotRolledBack => true,
                 Gate::OutboxCaughtUp => to > Stage::DualWrite,
-                Gate::Consistency => to > Stage::Shadow,
+                Gate::Consistency => from <= Stage::Shadow && to > Stage::Shadow,
+                Gate::ServingAll => to > Stage::Live,
+                Gate::LegacyCaughtUp => to > Stage::Rampdown,
             }
     }
 }
@@ -68,11 +102,16 @@ pub struct GateResult {
     pub detail: String,
 }
 
-/// Every gate's state for `inputs`, whatever the move (for the metrics).
-pub fn evaluate(inputs: &GateInputs, settings: &RolloutSettings) -> Vec<GateResult> {
+/// Every gate's state for an agent under `flags` with `inputs`, whatever the move (for
+/// the metrics).
+pub fn evaluate(
+    flags: &AgentFlags,
+    inputs: &GateInputs,
+    settings: &RolloutSettings,
+) -> Vec<GateResult> {
     Gate::ALL
         .into_iter()
-        .map(|gate| check(gate, inputs, settings))
+        .map(|gate| check(gate, flags, inputs, settings))
         .collect()
 }
 
@@ -87,11 +126,17 @@ pub fn decide(
     Gate::ALL
         .into_iter()
         .filter(|gate| gate.guards(from.stage, to.stage))
-        .map(|gate| check(gate, inputs, settings))
+        .map(|gate| check(gate, from, inputs, settings))
         .collect()
 }
 
-fn check(gate: Gate, inputs: &GateInputs, settings: &RolloutSettings) -> GateResult {
+fn check(
+    gate: Gate,
+    from: &AgentFlags,
+    inputs: &GateInputs,
+    settings: &RolloutSettings,
+) -> GateResult {
+    let max_age = settings.gate_max_outbox_age.as_secs_f64();
     let (open, detail) = match gate {
         Gate::NotRolledBack => (
             !inputs.rolled_back,
@@ -102,7 +147,6 @@ fn check(gate: Gate, inputs: &GateInputs, settings: &RolloutSettings) -> GateRes
             },
         ),
         Gate::OutboxCaughtUp => {
-            let max_age = settings.gate_max_outbox_age.as_secs_f64();
             let open = inputs.dead_letters == 0 && inputs.outbox_oldest_age_seconds <= max_age;
             let detail = format!(
                 "{} pending, oldest {:.1} s (at most {max_age:.0} s), {} dead letters",
@@ -122,6 +166,24 @@ fn check(gate: Gate, inputs: &GateInputs, settings: &RolloutSettings) -> GateRes
                 settings.gate_min_comparisons,
                 upper * 100.0,
                 max * 100.0
+            );
+            (open, detail)
+        }
+        Gate::ServingAll => {
+            let open = from.stage >= Stage::Rampdown
+                || (from.stage == Stage::Live && from.read_percent == crate::flags::Percent::ALL);
+            let detail = format!(
+                "now {} with read_percent {} (needs live at 100 %, or later)",
+                from.stage, from.read_percent
+            );
+            (open, detail)
+        }
+        Gate::LegacyCaughtUp => {
+            let open = inputs.reverse_dead_letters == 0
+                && inputs.reverse_oldest_age_seconds <= max_age;
+            let detail = format!(
+                "{} writes on their way to legacy, oldest {:.1} s (at most {max_age:.0} s), {} dead letters",
+                inputs.reverse_pending, inputs.reverse_oldest_age_seconds, inputs.reverse_dead_letters
             );
             (open, detail)
         }
@@ -203,6 +265,44 @@ mod tests {
         assert!(closed(Stage::DualWrite, Stage::Shadow, &few).is_empty());
         assert_eq!(closed(Stage::Shadow, Stage::Live, &few), ["consistency"]);
         assert_eq!(closed(Stage::Off, Stage::Live, &few), ["consistency"]);
+    }
+
+    #[test]
+    fn rampdown_needs_every_read_served_and_complete_needs_legacy_caught_up() {
+        let ok = healthy();
+        let live = |read: &str| AgentFlags {
+            stage: Stage::Live,
+            read_percent: crate::flags::Percent::parse(read).unwrap(),
+            ..AgentFlags::default()
+        };
+        let settings = RolloutSettings::default();
+        let labels = |from: &AgentFlags, to: Stage, inputs: &GateInputs| -> Vec<&'static str> {
+            decide(from, &flags(to), inputs, &settings)
+                .into_iter()
+                .filter(|r| !r.open)
+                .map(|r| r.gate.as_label())
+                .collect()
+        };
+        assert_eq!(labels(&live("99"), Stage::Rampdown, &ok), ["serving_all"]);
+        assert_eq!(closed(Stage::Shadow, Stage::Rampdown, &ok), ["serving_all"]);
+        // Comparisons are not needed again after `shadow`: live at 100 % makes none.
+        let none = GateInputs::default();
+        assert!(labels(&live("100"), Stage::Rampdown, &none).is_empty());
+        let behind = GateInputs {
+            reverse_pending: 40,
+            reverse_oldest_age_seconds: 900.0,
+            ..healthy()
+        };
+        assert!(labels(&live("100"), Stage::Rampdown, &behind).is_empty());
+        assert_eq!(
+            closed(Stage::Rampdown, Stage::Complete, &behind),
+            ["legacy_caught_up"]
+        );
+        assert_eq!(
+            labels(&live("100"), Stage::Complete, &behind),
+            ["legacy_caught_up"]
+        );
+        assert!(closed(Stage::Rampdown, Stage::Complete, &ok).is_empty());
     }
 
     #[test]

@@ -299,6 +299,9 @@ impl Rollout {
             outbox_pending: m.pending.get().max(0) as u64,
             outbox_oldest_age_seconds: m.oldest_age.get(),
             dead_letters: m.dead.get().max(0) as u64,
+            reverse_pending: m.reverse.pending.get().max(0) as u64,
+            reverse_oldest_age_seconds: m.reverse.oldest_age.get(),
+            reverse_dead_letters: m.reverse.dead.get().max(0) as u64,
             matches: totals.matches,
             mismatches: totals.mismatches,
             rolled_back: state.panic || !state.latches[i].is_empty(),
@@ -416,7 +419,8 @@ impl Rollout {
                 }
             }
             let totals = &state.last[i].as_ref().expect("set above").0;
-            for g in evaluate(&self.gate_inputs(&state, i, totals), &self.settings) {
+            let flags = agent.flags.load();
+            for g in evaluate(&flags, &self.gate_inputs(&state, i, totals), &self.settings) {
                 m.gate(&agent.name, g.gate.as_label(), g.open);
             }
         }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 const SOURCE: &str = "contextual_memory";
 /// The reply that means the write was saved.
-const SAVED: &str = "'bool' object has no attribute 'get'";
+pub(super) const SAVED: &str = "'bool' object has no attribute 'get'";
 
 pub fn key(req: &Map<String, Value>) -> String {
     string(req, "session_id").unwrap_or_else(|| "null".into())
@@ -49,6 +49,7 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
             user_id: None,
             metadata: json!({}),
             session_type: "context".into(),
+            exclusive: false,
         },
         MirrorOp::CreateMemory {
             session_id: Some(sid.clone()),
@@ -56,6 +57,7 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
             memory_type: memory_type.into(),
             content,
             source_agent: SOURCE.into(),
+            memory_id: None,
         },
     ];
     Verdict::Mirror(Mirror { key: sid, ops })

@@ -6,7 +6,7 @@ use super::{Mirror, MirrorOp, Verdict, string};
 use serde_json::{Map, Value, json};
 
 const SOURCE: &str = "jarvis_memory";
-const REMINDER_SAVED: &str = "send_proactive_event() got an unexpected keyword argument 'text'";
+pub(super) const REMINDER_SAVED: &str = "send_proactive_event() got an unexpected keyword argument 'text'";
 
 pub fn key(req: &Map<String, Value>) -> String {
     string(req, "user_id").unwrap_or_else(|| "default".into())
@@ -37,6 +37,7 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
             memory_type: "interaction".into(),
             content: Value::Object(content),
             source_agent: SOURCE.into(),
+            memory_id: None,
         }
     } else {
         MirrorOp::DeleteMemories {

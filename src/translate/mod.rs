@@ -14,7 +14,10 @@
 
 mod contextual;
 mod jarvis;
+mod plan;
 mod session;
+
+pub use plan::{Plan, Refusal, plan};
 
 use crate::api::Action;
 use crate::profile::Profile;
@@ -26,20 +29,27 @@ use serde_json::{Map, Value, json};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum MirrorOp {
-    /// `create_session` unless the session exists (it may predate the mirror).
+    /// `create_session` unless the session exists (it may predate the mirror); with
+    /// `exclusive`, a session that exists already is a conflict (a write the orchestrator
+    /// takes first, where a duplicate must be refused as legacy would), and the session's
+    /// `created_at` is the write's, so that a repeat of the same op is still recognised.
     EnsureSession {
         session_id: String,
         user_id: Option<String>,
         metadata: Value,
         session_type: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        exclusive: bool,
     },
-    /// `create` with an id derived from the op id.
+    /// `create` with the id `memory_id`, or else one derived from the op id.
     CreateMemory {
         session_id: Option<String>,
         user_id: Option<String>,
         memory_type: String,
         content: Value,
         source_agent: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory_id: Option<String>,
     },
     /// `bulk_delete` of one memory type in a session or for a user.
     DeleteMemories {
@@ -103,14 +113,19 @@ impl MirrorOp {
                 user_id,
                 metadata,
                 session_type,
+                exclusive,
             } => {
                 let mut meta = metadata.as_object().cloned().unwrap_or_default();
                 meta.insert("session_type".into(), json!(session_type));
+                let mut payload = json!({"session_id": session_id, "user_id": user_id,
+                        "session_metadata": meta, "if_absent": !exclusive});
+                if *exclusive {
+                    payload["created_at"] = json!(micros(accepted_at));
+                }
                 Call {
                     action: Action::CreateSession,
                     session_id: None,
-                    payload: json!({"session_id": session_id, "user_id": user_id,
-                        "session_metadata": meta, "if_absent": true}),
+                    payload,
                 }
             }
             MirrorOp::CreateMemory {
@@ -119,14 +134,17 @@ impl MirrorOp {
                 memory_type,
                 content,
                 source_agent,
+                memory_id,
             } => {
-                let id = uuid::Uuid::new_v5(&ID_NAMESPACE, op_id.as_bytes()).to_string();
+                let id = memory_id.clone().unwrap_or_else(|| {
+                    uuid::Uuid::new_v5(&ID_NAMESPACE, op_id.as_bytes()).to_string()
+                });
                 Call {
                     action: Action::Create,
                     session_id: session_id.clone(),
                     payload: json!({"memory_id": id, "memory_type": memory_type, "content": content,
                         "user_id": user_id, "source_agent": source_agent,
-                        "created_at": accepted_at.to_rfc3339_opts(SecondsFormat::Micros, true)}),
+                        "created_at": micros(accepted_at)}),
                 }
             }
             MirrorOp::DeleteMemories {
@@ -155,6 +173,35 @@ impl MirrorOp {
             },
         }
     }
+
+    /// Whether the orchestrator refusing this op with `code` still leaves things as the
+    /// legacy write did: ending a session that is not there (legacy deletes unknown
+    /// sessions without complaint).
+    pub fn done_despite(&self, code: &str) -> bool {
+        code == "session_not_found" && matches!(self, MirrorOp::EndSession { .. })
+    }
+
+    /// Gives the memories this op creates the ids `ids` hands out (in order), so that two
+    /// deliveries of one write through different paths create one row each.
+    pub fn pin_ids(&mut self, ids: &mut impl Iterator<Item = String>) {
+        if let MirrorOp::CreateMemory { memory_id, .. } = self
+            && let Some(id) = ids.next()
+        {
+            *memory_id = Some(id);
+        }
+    }
+
+    /// The id this op gives the memory it creates, if it names one.
+    pub fn memory_id(&self) -> Option<&str> {
+        match self {
+            MirrorOp::CreateMemory { memory_id, .. } => memory_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// The verdict on one request/reply pair of `profile`.

@@ -43,6 +43,7 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
                 memory_type: "conversation".into(),
                 content,
                 source_agent: SOURCE.into(),
+                memory_id: None,
             };
             mirror(&sid, vec![ensure_bare(&sid), create])
         }
@@ -78,6 +79,7 @@ fn ensure(sid: &str, req: &Map<String, Value>) -> MirrorOp {
         user_id: Some(string(req, "user_id").unwrap_or_else(|| "default".into())),
         metadata: req.get("metadata").cloned().unwrap_or_else(|| json!({})),
         session_type: "conversation".into(),
+        exclusive: false,
     }
 }
 
@@ -88,6 +90,7 @@ fn ensure_bare(sid: &str) -> MirrorOp {
         user_id: None,
         metadata: json!({}),
         session_type: "conversation".into(),
+        exclusive: false,
     }
 }
 

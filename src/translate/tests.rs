@@ -173,6 +173,7 @@ fn session_writes_map_to_sessions_and_conversation_memories() {
             user_id: Some("default".into()),
             metadata: json!({"device": "kitchen"}),
             session_type: "conversation".into(),
+            exclusive: false,
         }]
     );
     let (key, o) = ops(verdict(
