@@ -171,8 +171,7 @@ impl AgentFlags {
     /// Whether the orchestrator answers this key's reads right now (the key's own pending
     /// writes aside: see [`crate::mirror`]). From `rampdown` on, every key.
     pub fn serves_key(&self, key: &str) -> bool {
-        self.serves_reads()
-            && (self.stage >= Stage::Rampdown || self.read_percent.includes(key))
+        self.serves_reads() && (self.stage >= Stage::Rampdown || self.read_percent.includes(key))
     }
 
     /// Whether writes go to the orchestrator first right now. A rollback takes them back

@@ -204,7 +204,9 @@ pub fn drain(
         if !drained {
             return Ok(Drained::TimedOut);
         }
-        dead += Outbox::<MirrorOp>::open_existing(&path)?.stats(Utc::now())?.dead;
+        dead += Outbox::<MirrorOp>::open_existing(&path)?
+            .stats(Utc::now())?
+            .dead;
     }
     Ok(if dead == 0 {
         Drained::Clean

@@ -151,15 +151,19 @@ pub enum PrimaryOutcome {
     /// memshift cannot predict the legacy reply (a malformed write, say): legacy took it
     /// first.
     Unpredictable,
+    /// The orchestrator lacked some of the key's earlier writes (still in the forward
+    /// outbox): legacy took it first, to keep the key's writes in order.
+    OrchestratorBehind,
 }
 
 impl PrimaryOutcome {
-    pub const ALL: [PrimaryOutcome; 5] = [
+    pub const ALL: [PrimaryOutcome; 6] = [
         PrimaryOutcome::Applied,
         PrimaryOutcome::Refused,
         PrimaryOutcome::Fallback,
         PrimaryOutcome::Unanswered,
         PrimaryOutcome::Unpredictable,
+        PrimaryOutcome::OrchestratorBehind,
     ];
 
     pub fn as_label(self) -> &'static str {
@@ -169,6 +173,7 @@ impl PrimaryOutcome {
             PrimaryOutcome::Fallback => "fallback",
             PrimaryOutcome::Unanswered => "unanswered",
             PrimaryOutcome::Unpredictable => "unpredictable",
+            PrimaryOutcome::OrchestratorBehind => "orchestrator_behind",
         }
     }
 }
@@ -422,8 +427,10 @@ impl MirrorFamilies {
         let primary = action_labels(agent.profile)
             .filter(|(_, class)| *class == Class::Write)
             .map(|(action, _)| {
-                let outcomes = PrimaryOutcome::ALL
-                    .map(|o| self.primary.with_label_values(&[name, action, o.as_label()]));
+                let outcomes = PrimaryOutcome::ALL.map(|o| {
+                    self.primary
+                        .with_label_values(&[name, action, o.as_label()])
+                });
                 (action, outcomes)
             })
             .collect();
@@ -473,7 +480,7 @@ struct ReadCounters {
 
 /// One agent's mirror metrics, shared by its forwarder, outbox writer and deliverer.
 pub struct MirrorMetrics {
-    primary: HashMap<&'static str, [IntCounter; 5]>,
+    primary: HashMap<&'static str, [IntCounter; 6]>,
     /// The reverse outbox (writes the orchestrator took first, on their way to legacy).
     pub reverse: ReverseMetrics,
     actions: HashMap<&'static str, ActionCounters>,

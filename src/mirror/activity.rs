@@ -16,6 +16,8 @@ const BUCKETS: usize = 1 << 16;
 pub struct KeyActivity {
     pending: Box<[AtomicI64]>,
     appended: Box<[AtomicU64]>,
+    /// The sum of `pending`: whether any key is busy at all, without hashing one.
+    total: AtomicI64,
 }
 
 /// A key's bucket counters at one moment.
@@ -31,6 +33,7 @@ impl KeyActivity {
         KeyActivity {
             pending: (0..BUCKETS).map(|_| AtomicI64::new(0)).collect(),
             appended: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            total: AtomicI64::new(0),
         }
     }
 
@@ -41,7 +44,7 @@ impl KeyActivity {
     /// `n` operations of `key` appended to the outbox.
     pub fn appended(&self, key: &str, n: u64) {
         let b = Self::bucket(key);
-        self.pending[b].fetch_add(n as i64, Ordering::SeqCst);
+        self.add(b, n as i64);
         self.appended[b].fetch_add(n, Ordering::SeqCst);
     }
 
@@ -49,12 +52,22 @@ impl KeyActivity {
     /// writes, so that a read right after one is not served from an orchestrator that
     /// lacks it). [`KeyActivity::absorbed`] ends it.
     pub fn announced(&self, key: &str) {
-        self.pending[Self::bucket(key)].fetch_add(1, Ordering::SeqCst);
+        self.add(Self::bucket(key), 1);
     }
 
     /// An announced write was appended (its operations now count themselves) or dropped.
     pub fn absorbed(&self, key: &str) {
-        self.pending[Self::bucket(key)].fetch_sub(1, Ordering::SeqCst);
+        self.add(Self::bucket(key), -1);
+    }
+
+    fn add(&self, bucket: usize, n: i64) {
+        self.pending[bucket].fetch_add(n, Ordering::SeqCst);
+        self.total.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Whether no key at all is busy (one atomic load).
+    pub fn idle(&self) -> bool {
+        self.total.load(Ordering::SeqCst) <= 0
     }
 
     /// Whether `key` may have writes the orchestrator has not applied yet.
@@ -64,12 +77,12 @@ impl KeyActivity {
 
     /// `n` operations of `key` found pending in the outbox at start-up.
     pub fn restored(&self, key: &str, n: u64) {
-        self.pending[Self::bucket(key)].fetch_add(n as i64, Ordering::SeqCst);
+        self.add(Self::bucket(key), n as i64);
     }
 
     /// One operation of `key` delivered or dead-lettered.
     pub fn settled(&self, key: &str) {
-        self.pending[Self::bucket(key)].fetch_sub(1, Ordering::SeqCst);
+        self.add(Self::bucket(key), -1);
     }
 
     pub fn snapshot(&self, key: &str) -> Snapshot {

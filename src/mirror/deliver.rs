@@ -23,9 +23,9 @@
 //!
 //! Settlements are written to the outbox in one transaction per loop turn.
 
-use super::Signal;
 use super::activity::KeyActivity;
 use super::link;
+use super::{Signal, backoff};
 use crate::config::MirrorSettings;
 use crate::metrics::{DeliveryOutcome, MirrorMetrics};
 use crate::outbox::{Entry, Outbox, Settled};
@@ -532,15 +532,6 @@ impl Deliverer {
         }
         self.refresh_stats();
     }
-}
-
-/// `base · 2^(n-1)`, capped at `max`, less up to half of it at random (so that many
-/// proxies recovering together do not retry in step).
-fn backoff(settings: &MirrorSettings, n: u32) -> Duration {
-    let base = settings.backoff_base.as_secs_f64();
-    let full = (base * 2f64.powi(n.saturating_sub(1).min(30) as i32))
-        .min(settings.backoff_max.as_secs_f64());
-    Duration::from_secs_f64(full * (1.0 - fastrand::f64() / 2.0))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The mirror's link to the orchestrator: a DEALER that refuses to queue for an
-//! orchestrator it is not connected to (`ZMQ_IMMEDIATE`, so an outage shows at the first
+//! The mirror's link to the orchestrator (and the reverse deliverer's to legacy): a DEALER
+//! that refuses to queue for a peer it is not connected to (`ZMQ_IMMEDIATE`, so an outage shows at the first
 //! send), with heartbeats to notice one that froze; requests and replies as
 //! `["", body]`. The deliverer and the shadow reader each own one, on their own thread.
 

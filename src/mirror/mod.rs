@@ -15,23 +15,37 @@
 //! Ordering per key holds end to end: one forwarder thread sees a legacy agent's replies in
 //! the order the agent applied them, the queue and the writer keep that order, and the
 //! deliverer never has two operations of a key out at once.
+//!
+//! From `rampdown` on, the direction turns: the **primary writer** ([`primary`]) has the
+//! orchestrator take a write first and puts it in the *reverse* outbox, and the **reverse
+//! deliverer** ([`reverse`]) replays it to legacy. Whichever the stage, a key's requests
+//! follow the side that has all of its writes: while legacy is behind on a key (its writes
+//! are in the reverse outbox or being taken), the key's writes go to the orchestrator first
+//! and its reads are answered by the orchestrator, even under a rollback; while the
+//! orchestrator is behind (the forward outbox), legacy goes first. So neither side ever
+//! gets a key's writes out of order, and no read is answered by a side missing a write the
+//! client saw accepted.
 
 mod activity;
 mod deliver;
 mod link;
+mod primary;
+mod reverse;
 mod shadow;
 mod writer;
 
 pub use activity::KeyActivity;
 pub use deliver::{Deliverer, DeliveryReport};
+pub use primary::{Write, Written};
+pub use reverse::Replay;
 pub use shadow::{Fallback, Served};
 
 use crate::config::{AgentConfig, Durability, MirrorSettings, ShadowSettings};
 use crate::flags::Percent;
 use crate::metrics::{DropReason, MirrorMetrics, SkipReason, WriteOutcome};
 use crate::outbox::{DeliveryLock, Outbox};
-use crate::translate::MirrorOp;
 use crate::profile::Class;
+use crate::translate::MirrorOp;
 use crate::wakeup::{self, WakeSender};
 use anyhow::{Context as _, anyhow};
 use chrono::{DateTime, Utc};
@@ -55,6 +69,9 @@ pub struct Exchange {
     pub percent: Percent,
     /// A write whose key was announced to the key activity ([`MirrorSender::announce`]).
     pub announced: bool,
+    /// Ids for the memories the write creates, chosen when the orchestrator was asked to
+    /// take it first (it may have, before it went silent): empty otherwise.
+    pub pinned: Vec<String>,
 }
 
 /// The forwarder's end of the mirror: the hand-off queue, and reads served by the
@@ -67,6 +84,11 @@ pub struct MirrorSender {
     activity: Arc<KeyActivity>,
     reader: shadow::ShadowSender,
     live_budget: Duration,
+    primary: primary::PrimarySender,
+    /// Keys with writes in the reverse outbox.
+    reverse: Arc<KeyActivity>,
+    /// Keys with writes at the primary writer.
+    taking: Arc<KeyActivity>,
 }
 
 impl MirrorSender {
@@ -103,6 +125,45 @@ impl MirrorSender {
             }
             None => false,
         }
+    }
+
+    /// Announces the key of a write that goes to legacy first while writes may go to the
+    /// orchestrator first: until its operations are delivered, the key's writes go to
+    /// legacy first too.
+    pub fn announce_key(&self, key: &str) {
+        self.activity.announced(key);
+    }
+
+    /// Withdraws [`MirrorSender::announce_key`] for a write that never reached the mirror
+    /// (legacy did not answer).
+    pub fn withdraw_key(&self, key: &str) {
+        self.activity.absorbed(key);
+    }
+
+    /// Whether the orchestrator may lack some of `key`'s writes.
+    pub fn orchestrator_behind(&self, key: &str) -> bool {
+        self.activity.busy(key)
+    }
+
+    /// Whether legacy may lack some of `key`'s writes (in the reverse outbox, or being
+    /// taken by the orchestrator now).
+    pub fn legacy_behind(&self, key: &str) -> bool {
+        self.reverse.busy(key) || self.taking.busy(key)
+    }
+
+    /// Whether legacy may lack a write of any key (one atomic load each: no parsing).
+    pub fn legacy_behind_anywhere(&self) -> bool {
+        !(self.reverse.idle() && self.taking.idle())
+    }
+
+    /// Has the orchestrator take a write first. `Err` gives it back when the primary
+    /// writer's queue is full: legacy takes it.
+    pub fn take_first(&self, write: Write) -> Result<(), Box<Write>> {
+        let key = write.plan.key.clone();
+        self.taking.announced(&key);
+        self.primary.offer(write).inspect_err(|_| {
+            self.taking.absorbed(&key);
+        })
     }
 
     /// Asks the orchestrator to answer a read (stage `live`); `reply` gets the answer's
@@ -162,20 +223,24 @@ pub enum Signal {
     Stop { grace: Duration },
 }
 
-/// The writer, deliverer and shadow reader of one agent.
+/// The writer, deliverer, shadow reader, primary writer and reverse deliverer of one agent.
 pub struct RunningMirror {
     agent: String,
     writer: JoinHandle<()>,
     deliverer: JoinHandle<()>,
     shadow: JoinHandle<()>,
+    primary: JoinHandle<()>,
+    reverse: JoinHandle<()>,
     signal: WakeSender<Signal>,
     shadow_signal: WakeSender<shadow::ShadowMessage>,
+    primary_signal: WakeSender<primary::PrimaryMessage>,
+    reverse_signal: WakeSender<Signal>,
 }
 
-/// Opens `agent`'s outbox and starts its writer, deliverer and shadow reader.
+/// Opens `agent`'s outboxes and starts its mirror's threads.
 ///
 /// # Errors
-/// The outbox cannot be opened or created, another process is delivering it, or a thread
+/// An outbox cannot be opened or created, another process is delivering it, or a thread
 /// or socket cannot be created.
 pub fn start(
     ctx: &zmq::Context,
@@ -183,6 +248,7 @@ pub fn start(
     settings: &MirrorSettings,
     shadow_settings: &ShadowSettings,
     live_budget: Duration,
+    flags: crate::flags::SharedFlags,
     metrics: Arc<MirrorMetrics>,
 ) -> anyhow::Result<(MirrorSender, RunningMirror)> {
     let path = Outbox::path(&settings.data_dir, &agent.name);
@@ -213,6 +279,53 @@ pub fn start(
         .name(format!("shadow-{}", agent.name))
         .spawn(move || reader.run(shadow_rx))
         .context("spawning the shadow reader")?;
+    let reverse_path = Outbox::reverse_path(&settings.data_dir, &agent.name);
+    let reverse_lock = DeliveryLock::acquire(&reverse_path).map_err(|e| anyhow!(e))?;
+    let reverse_outbox = Outbox::<Replay>::open(&reverse_path, Durability::Normal)?;
+    let reverse = Arc::new(KeyActivity::new());
+    for (key, n) in reverse_outbox.pending_keys()? {
+        reverse.restored(&key, n);
+    }
+    let taking = Arc::new(KeyActivity::new());
+    let (reverse_signal, reverse_rx) =
+        wakeup::channel().context("creating the reverse deliverer's wake pipe")?;
+    let reverse_deliverer = reverse::ReverseDeliverer {
+        agent: agent.name.clone(),
+        profile: agent.profile,
+        ctx: ctx.clone(),
+        legacy: agent.legacy.to_string(),
+        outbox: reverse_outbox,
+        settings: settings.clone(),
+        flags,
+        activity: reverse.clone(),
+        metrics: metrics.clone(),
+    };
+    let reverse_thread = std::thread::Builder::new()
+        .name(format!("reverse-{}", agent.name))
+        .spawn(move || {
+            let _lock = reverse_lock;
+            reverse_deliverer.run(reverse_rx);
+        })
+        .context("spawning the reverse deliverer")?;
+    let (primary_signal, primary_rx) =
+        wakeup::channel().context("creating the primary writer's wake pipe")?;
+    let parts = primary::PrimaryParts {
+        agent: agent.name.clone(),
+        orchestrator: settings.orchestrator.to_string(),
+        queue: settings.queue,
+        outbox: Outbox::<Replay>::open(&reverse_path, settings.durability)?,
+        max_pending: settings.max_pending,
+        taking: taking.clone(),
+        reverse: reverse.clone(),
+        metrics: metrics.clone(),
+        wake_reverse: reverse_signal.clone(),
+    };
+    let (primary_writer, primary_tx) =
+        primary::PrimaryWriter::new(ctx, parts, primary_signal.clone())?;
+    let primary_thread = std::thread::Builder::new()
+        .name(format!("primary-{}", agent.name))
+        .spawn(move || primary_writer.run(primary_rx))
+        .context("spawning the primary writer")?;
     let (signal, signal_rx) = wakeup::channel().context("creating the mirror's wake pipe")?;
     let (tx, rx) = mpsc::sync_channel(settings.queue);
 
@@ -262,16 +375,32 @@ pub fn start(
             activity,
             reader: shadow_tx,
             live_budget,
+            primary: primary_tx,
+            reverse,
+            taking,
         },
         RunningMirror {
             agent: agent.name.clone(),
             writer,
             deliverer,
             shadow,
+            primary: primary_thread,
+            reverse: reverse_thread,
             signal,
             shadow_signal,
+            primary_signal,
+            reverse_signal,
         },
     ))
+}
+
+/// `base · 2^(n-1)`, capped at `max`, less up to half of it at random (so that many
+/// proxies recovering together do not retry in step).
+fn backoff(settings: &MirrorSettings, n: u32) -> Duration {
+    let base = settings.backoff_base.as_secs_f64();
+    let full = (base * 2f64.powi(n.saturating_sub(1).min(30) as i32))
+        .min(settings.backoff_max.as_secs_f64());
+    Duration::from_secs_f64(full * (1.0 - fastrand::f64() / 2.0))
 }
 
 /// Gives the calling thread (only it: on Linux a thread has its own nice value) the nice
@@ -301,12 +430,20 @@ impl RunningMirror {
     pub fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
         let writer = self.writer.join();
         self.shadow_signal.send(shadow::ShadowMessage::Stop);
+        self.primary_signal.send(primary::PrimaryMessage::Stop);
         self.signal.send(Signal::Stop { grace });
-        let shadow = self.shadow.join();
-        let deliverer = self.deliverer.join();
-        match (writer, deliverer, shadow) {
-            (Ok(()), Ok(()), Ok(())) => Ok(()),
-            _ => Err(anyhow!("the mirror of {} panicked", self.agent)),
+        self.reverse_signal.send(Signal::Stop { grace });
+        let joined = [
+            writer,
+            self.shadow.join(),
+            self.primary.join(),
+            self.deliverer.join(),
+            self.reverse.join(),
+        ];
+        if joined.iter().all(Result::is_ok) {
+            Ok(())
+        } else {
+            Err(anyhow!("the mirror of {} panicked", self.agent))
         }
     }
 }

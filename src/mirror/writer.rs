@@ -128,7 +128,7 @@ impl Writer {
         let mut problem = None;
         let pending = self.pending.load(Ordering::Relaxed);
         for w in batch {
-            let mirror = match translate::translate(self.profile, &w.request, &w.reply) {
+            let mut mirror = match translate::translate(self.profile, &w.request, &w.reply) {
                 Verdict::Mirror(m) => m,
                 // NotAWrite: classified as a write but not one the profile mirrors (cannot
                 // happen with the built-in tables; counted rather than trusted).
@@ -137,6 +137,8 @@ impl Writer {
                     continue;
                 }
             };
+            let mut pinned = w.pinned.into_iter();
+            mirror.ops.iter_mut().for_each(|op| op.pin_ids(&mut pinned));
             if !w.percent.includes(&mirror.key) {
                 self.metrics.write(w.action, WriteOutcome::NotSampled);
                 continue;

@@ -121,7 +121,7 @@ fn entries_and_the_epoch_survive_reopening_and_ids_are_never_reused() {
     // A different file is a different epoch.
     let other = Outbox::<MirrorOp>::open(&Outbox::path(dir.path(), "b"), Durability::Full).unwrap();
     assert_ne!(other.op_id(1), first);
-    let existing = Outbox::open_existing(&path).unwrap();
+    let existing = Outbox::<MirrorOp>::open_existing(&path).unwrap();
     assert_eq!(existing.op_id(1), first);
 }
 
@@ -158,7 +158,10 @@ fn a_file_that_is_not_an_outbox_is_refused() {
         .unwrap()
         .execute_batch("CREATE TABLE t (x); CREATE TABLE meta (name TEXT, value TEXT); INSERT INTO meta VALUES ('schema', '99'), ('epoch', 'e');")
         .unwrap();
-    let err = Outbox::open_existing(&other).err().unwrap().to_string();
+    let err = Outbox::<MirrorOp>::open_existing(&other)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("format 99"), "{err}");
 }
 

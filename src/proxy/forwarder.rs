@@ -11,21 +11,23 @@
 //! `max_in_flight` requests are out and the legacy socket accepted the last one. Replies to
 //! a client that has gone are counted and dropped, as libzmq's own proxy would drop them.
 
-use super::inflight::{InFlight, Pending};
-use super::live::LiveTable;
+use super::inflight::{InFlight, MirrorCopy, Pending};
+use super::live::{LivePending, LiveTable, TakenWrite};
 use super::watch::{self, MonitorEndpoints};
 use crate::answer::{self, Prepared};
 use crate::classify::{self, Classified};
 use crate::config::{AgentConfig, ProxySettings};
-use crate::flags::SharedFlags;
+use crate::flags::{Percent, SharedFlags};
 use crate::guard;
-use crate::metrics::{AgentMetrics, Outcome};
-use crate::mirror::{Exchange, Fallback, MirrorSender, Served};
+use crate::metrics::{AgentMetrics, Outcome, PrimaryOutcome};
+use crate::mirror::{Exchange, Fallback, MirrorSender, Served, Write, Written};
 use crate::profile::Class;
 use crate::profile::Profile;
+use crate::translate;
 use crate::wakeup::WakeReceiver;
 use crate::wakeup::WakeSender;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use zmq::{Message, Socket};
@@ -42,7 +44,12 @@ pub enum Command {
     Drain { grace: Duration },
     /// The orchestrator's answer to a live read, or why there is none.
     Served { token: u64, served: Served },
+    /// What became of a write the orchestrator was to take first.
+    Written { token: u64, written: Written },
 }
+
+/// A request given back for legacy to answer, with the key announced for it, if any.
+type ForLegacy = (Vec<Message>, Vec<Message>, Option<String>);
 
 /// The sockets and state of one forwarder. Built on its own thread by [`Forwarder::open`].
 pub struct Forwarder {
@@ -65,7 +72,7 @@ pub struct Forwarder {
     /// Where accepted writes go when the stage mirrors them; `None` when this agent has no
     /// mirror running.
     mirror: Option<MirrorSender>,
-    /// Reads the orchestrator is answering (stage `live`).
+    /// Requests the orchestrator is answering (reads from `live`, writes from `rampdown`).
     live: LiveTable,
     /// This forwarder's own control pipe, for the live reads' callbacks.
     control_tx: WakeSender<Command>,
@@ -251,6 +258,7 @@ impl Forwarder {
                     }
                 }
                 Command::Served { token, served } => self.on_served(token, served)?,
+                Command::Written { token, written } => self.on_written(token, written)?,
             }
         }
         Ok(())
@@ -283,12 +291,57 @@ impl Forwarder {
         }
     }
 
-    /// Sends a live read the orchestrator did not answer to the legacy agent.
-    fn fall_back(&mut self, p: super::live::LivePending, reason: Fallback) -> zmq::Result<()> {
-        if let Some(mirror) = &self.mirror {
-            mirror.metrics().fallback(reason.as_label());
+    /// What became of a write the orchestrator was to take first: the client's reply, or
+    /// the write to legacy.
+    fn on_written(&mut self, token: u64, written: Written) -> zmq::Result<()> {
+        let Some(p) = self.live.take(token) else {
+            // Already sent to legacy after the deadline.
+            return Ok(());
+        };
+        match written {
+            Written::Reply(bytes) => {
+                let delivered = send_reply(&self.frontend, p.envelope, vec![Message::from(bytes)])?;
+                let outcome = if delivered {
+                    Outcome::Answered
+                } else {
+                    Outcome::Undeliverable
+                };
+                self.metrics.request(p.slot, outcome);
+                Ok(())
+            }
+            Written::Fallback(reason) => self.fall_back(p, reason),
+            // Counted as a timeout: the client sees what a silent agent would give it.
+            Written::Unanswered => {
+                self.metrics.request(p.slot, Outcome::Timeout);
+                Ok(())
+            }
         }
-        debug!(agent = %self.name, reason = reason.as_label(), "live read answered by legacy");
+    }
+
+    /// Sends a request the orchestrator did not answer to the legacy agent. A write goes
+    /// with its key announced, and with the ids the orchestrator was given for it, so that
+    /// the mirror's delivery repeats what the orchestrator may have done, not twins it.
+    fn fall_back(&mut self, p: LivePending, reason: Fallback) -> zmq::Result<()> {
+        let mirror = self
+            .mirror
+            .as_ref()
+            .expect("the orchestrator answers only with a mirror");
+        let copy = match p.write {
+            None => {
+                mirror.metrics().fallback(reason.as_label());
+                None
+            }
+            Some(w) => {
+                mirror.announce_key(&w.key);
+                Some(MirrorCopy {
+                    request: p.body[0].to_vec(),
+                    percent: Percent::ALL,
+                    announced: Some(w.key),
+                    pinned: w.pinned,
+                })
+            }
+        };
+        debug!(agent = %self.name, reason = reason.as_label(), "answered by legacy after all");
         let token = self.next_token;
         self.next_token += 1;
         let pending = Pending {
@@ -296,39 +349,121 @@ impl Forwarder {
             slot: p.slot,
             received: p.received,
             forwarded: p.received,
-            mirror: None,
+            mirror: copy,
         };
         self.forward(token, p.body, pending)
     }
 
-    /// In stage `live`, a read whose key is in `read_percent` goes to the orchestrator;
-    /// everything else is given back, to go to legacy.
-    #[allow(clippy::type_complexity)]
-    fn try_live(
+    /// Writes the orchestrator takes first: from `rampdown` on, and for keys legacy is
+    /// behind on in any stage. Everything else is given back, to go to legacy (with its
+    /// key announced when writes of other keys may go to the orchestrator first).
+    fn try_take(
         &mut self,
         classified: &Classified,
         envelope: Vec<Message>,
         body: Vec<Message>,
         received: Instant,
-    ) -> Result<(), (Vec<Message>, Vec<Message>)> {
-        if classified.class != Class::Read || body.len() != 1 {
-            return Err((envelope, body));
-        }
+    ) -> Result<(), ForLegacy> {
         let Some(mirror) = self.mirror.as_ref() else {
-            return Err((envelope, body));
+            return Err((envelope, body, None));
         };
         let flags = self.flags.load();
-        if !flags.serves_reads() {
-            return Err((envelope, body));
+        let primary = flags.orchestrator_primary();
+        if body.len() != 1 || !(primary || mirror.legacy_behind_anywhere()) {
+            return Err((envelope, body, None));
+        }
+        let action = action_name(self.profile, classified);
+        let plan = translate::plan(self.profile, &body[0]);
+        let key = match &plan {
+            Some(plan) => Some(plan.key.clone()),
+            None => translate::key(self.profile, &body[0]),
+        };
+        let Some(key) = key else {
+            // No key: not a write legacy accepts.
+            if primary {
+                mirror
+                    .metrics()
+                    .primary(action, PrimaryOutcome::Unpredictable);
+            }
+            return Err((envelope, body, None));
+        };
+        let legacy_behind = mirror.legacy_behind(&key);
+        if !primary && !legacy_behind {
+            return Err((envelope, body, None));
+        }
+        let outcome = match plan {
+            // Follow the side with the latest writes.
+            _ if mirror.orchestrator_behind(&key) && !legacy_behind => {
+                PrimaryOutcome::OrchestratorBehind
+            }
+            None => PrimaryOutcome::Unpredictable,
+            Some(plan) => {
+                let token = self.next_token;
+                self.next_token += 1;
+                let control = self.control_tx.clone();
+                let claim = Arc::new(AtomicBool::new(false));
+                let taken = TakenWrite {
+                    key: key.clone(),
+                    claim: claim.clone(),
+                    pinned: plan.memory_ids(),
+                };
+                let budget = mirror.live_budget();
+                let write = Write {
+                    action,
+                    plan,
+                    accepted_at: chrono::Utc::now(),
+                    claim,
+                    deadline: received + budget,
+                    reply: Box::new(move |written| {
+                        control.send(Command::Written { token, written });
+                    }),
+                };
+                match mirror.take_first(write) {
+                    Ok(()) => {
+                        let slot = classified.slot(self.profile);
+                        let taken = Some(taken);
+                        let p = LivePending::new(envelope, body, slot, received, budget, taken);
+                        self.live.insert(token, p);
+                        return Ok(());
+                    }
+                    Err(_) => PrimaryOutcome::Fallback,
+                }
+            }
+        };
+        mirror.metrics().primary(action, outcome);
+        mirror.announce_key(&key);
+        Err((envelope, body, Some(key)))
+    }
+
+    /// Reads the orchestrator answers: those of `read_percent` of keys in `live`, every
+    /// key's from `rampdown` on, and in any stage those of keys legacy is behind on.
+    /// Everything else is given back, to go to legacy.
+    fn try_serve(
+        &mut self,
+        classified: &Classified,
+        envelope: Vec<Message>,
+        body: Vec<Message>,
+        received: Instant,
+    ) -> Result<(), ForLegacy> {
+        if body.len() != 1 {
+            return Err((envelope, body, None));
+        }
+        let Some(mirror) = self.mirror.as_ref() else {
+            return Err((envelope, body, None));
+        };
+        let flags = self.flags.load();
+        let behind_anywhere = mirror.legacy_behind_anywhere();
+        if !flags.serves_reads() && !behind_anywhere {
+            return Err((envelope, body, None));
         }
         let Ok(request) = serde_json::from_slice(&body[0]) else {
-            return Err((envelope, body));
+            return Err((envelope, body, None));
         };
         let Prepared::Fetch { key, queries } = answer::prepare(self.profile, &request) else {
-            return Err((envelope, body));
+            return Err((envelope, body, None));
         };
-        if !flags.read_percent.includes(&key) {
-            return Err((envelope, body));
+        if !(flags.serves_key(&key) || (behind_anywhere && mirror.legacy_behind(&key))) {
+            return Err((envelope, body, None));
         }
         let token = self.next_token;
         self.next_token += 1;
@@ -341,13 +476,13 @@ impl Forwarder {
             Ok(()) => {
                 let slot = classified.slot(self.profile);
                 let budget = mirror.live_budget();
-                self.live
-                    .insert(token, envelope, body, slot, received, budget);
+                let p = LivePending::new(envelope, body, slot, received, budget, None);
+                self.live.insert(token, p);
                 Ok(())
             }
             Err(reason) => {
                 mirror.metrics().fallback(reason.as_label());
-                Err((envelope, body))
+                Err((envelope, body, None))
             }
         }
     }
@@ -387,7 +522,12 @@ impl Forwarder {
         if let Some(refusal) = guard::check(self.guard, body.len(), &classified) {
             return self.refuse(envelope, &body, slot, refusal);
         }
-        let (envelope, body) = match self.try_live(&classified, envelope, body, received) {
+        let routed = match classified.class {
+            Class::Read => self.try_serve(&classified, envelope, body, received),
+            Class::Write => self.try_take(&classified, envelope, body, received),
+            Class::Other => Err((envelope, body, None)),
+        };
+        let (envelope, body, announced) = match routed {
             Ok(()) => return Ok(()),
             Err(given_back) => given_back,
         };
@@ -399,7 +539,7 @@ impl Forwarder {
             let action = action_name(self.profile, &classified);
             debug!(agent = %self.name, action, request_id, token, "forwarding request");
         }
-        let mirror = self.mirror_copy(&classified, &body);
+        let mirror = self.mirror_copy(&classified, &body, announced);
         let pending = Pending {
             envelope,
             slot,
@@ -410,18 +550,28 @@ impl Forwarder {
         self.forward(token, body, pending)
     }
 
-    /// A copy of the request, if it is a write the current stage mirrors or a read it
-    /// shadows, with the share of keys that applies. (Whether the request's key is in that
-    /// share is the mirror's business: finding the key means parsing.)
+    /// A copy of the request, if it is a write the current stage mirrors (or whose key was
+    /// announced: every one of those is mirrored) or a read it shadows, with the share of
+    /// keys that applies. (Whether the request's key is in that share is the mirror's
+    /// business: finding the key means parsing.)
     fn mirror_copy(
         &self,
         classified: &Classified,
         body: &[Message],
-    ) -> Option<(Vec<u8>, crate::flags::Percent)> {
+        announced: Option<String>,
+    ) -> Option<MirrorCopy> {
         let mirror = self.mirror.as_ref()?;
+        if announced.is_some() {
+            return Some(MirrorCopy {
+                request: body[0].to_vec(),
+                percent: Percent::ALL,
+                announced,
+                pinned: Vec::new(),
+            });
+        }
         let flags = self.flags.load();
         let percent = match classified.class {
-            Class::Write if flags.stage.mirrors_writes() => flags.mirror_percent,
+            Class::Write if flags.stage.mirrors_writes() => flags.mirrored_share(),
             Class::Read if flags.stage.shadows_reads() => flags.shadow_percent,
             _ => return None,
         };
@@ -429,7 +579,12 @@ impl Forwarder {
             mirror.multipart(action_name(self.profile, classified), classified.class);
             return None;
         }
-        Some((body[0].to_vec(), percent))
+        Some(MirrorCopy {
+            request: body[0].to_vec(),
+            percent,
+            announced: None,
+            pinned: Vec::new(),
+        })
     }
 
     fn refuse(
@@ -515,9 +670,7 @@ impl Forwarder {
         };
         let reply = frames.split_off(2);
         // The reply goes to the client before anything else happens to it.
-        let mirrored = pending
-            .mirror
-            .map(|(request, percent)| (request, percent, reply_copy(&reply)));
+        let mirrored = pending.mirror.map(|copy| (copy, reply_copy(&reply)));
         let handed_off = Instant::now();
         let delivered = send_reply(&self.frontend, pending.envelope, reply)?;
         let outcome = if delivered {
@@ -538,26 +691,35 @@ impl Forwarder {
         if class == Class::Read {
             mirror.metrics().served(action, "legacy");
         }
-        if let Some((request, percent, reply)) = mirrored {
+        if let Some((copy, reply)) = mirrored {
             match reply {
                 Some(reply) => {
-                    // In the serving stage a write's key is announced, so that its reads
+                    // In the serving stages a write's key is announced, so that its reads
                     // go to legacy until the orchestrator has it. Also while a rollback
                     // holds: a resume must not serve a read the write has not reached.
-                    let announced = class == Class::Write
-                        && self.flags.load().stage.serves_reads()
-                        && mirror.announce(&request);
+                    // (A write that went to legacy first after the orchestrator was
+                    // asked, or while it could have been, was announced already.)
+                    let announced = copy.announced.is_some()
+                        || (class == Class::Write
+                            && self.flags.load().stage.serves_reads()
+                            && mirror.announce(&copy.request));
                     mirror.offer(Exchange {
                         class,
                         action,
-                        request,
+                        request: copy.request,
                         reply,
                         at: chrono::Utc::now(),
-                        percent,
+                        percent: copy.percent,
                         announced,
+                        pinned: copy.pinned,
                     });
                 }
-                None => mirror.multipart(action, class),
+                None => {
+                    if let Some(key) = &copy.announced {
+                        mirror.withdraw_key(key);
+                    }
+                    mirror.multipart(action, class);
+                }
             }
         }
         Ok(())
@@ -565,12 +727,26 @@ impl Forwarder {
 
     fn expire(&mut self, now: Instant) -> zmq::Result<()> {
         for p in self.live.expire(now) {
+            if p.write.is_some()
+                && let Some(mirror) = &self.mirror
+            {
+                // The primary writer never answered: this thread decided for it.
+                let (action, _) = action_at(self.profile, p.slot);
+                mirror.metrics().primary(action, PrimaryOutcome::Fallback);
+            }
             self.fall_back(p, Fallback::Timeout)?;
         }
         let timed_out = self.pending.expire(now);
         for p in &timed_out {
             self.metrics.request(p.slot, Outcome::Timeout);
             self.metrics.legacy_timeouts.inc();
+            // No reply, so nothing for the mirror: the announcement ends here.
+            if let (Some(mirror), Some(key)) = (
+                &self.mirror,
+                p.mirror.as_ref().and_then(|c| c.announced.as_ref()),
+            ) {
+                mirror.withdraw_key(key);
+            }
         }
         if !timed_out.is_empty() {
             warn!(agent = %self.name, count = timed_out.len(), "legacy agent did not answer in time");

@@ -19,9 +19,20 @@ pub struct Pending<E> {
     pub received: Instant,
     /// When it was handed to the legacy socket.
     pub forwarded: Instant,
-    /// A write to mirror once answered: a copy of the request, and the share of keys to
-    /// mirror when it arrived.
-    pub mirror: Option<(Vec<u8>, Percent)>,
+    /// A write to mirror (or a read to compare) once answered.
+    pub mirror: Option<MirrorCopy>,
+}
+
+/// What the mirror needs of a request once legacy has answered it.
+pub struct MirrorCopy {
+    pub request: Vec<u8>,
+    /// The share of keys to mirror (a write) or compare (a read) when it arrived.
+    pub percent: Percent,
+    /// The key, when it was announced to the mirror as the request went to legacy
+    /// (a write going to legacy first while writes may go to the orchestrator first).
+    pub announced: Option<String>,
+    /// Memory ids the orchestrator was given for this write before it fell back to legacy.
+    pub pinned: Vec<String>,
 }
 
 pub struct InFlight<E> {

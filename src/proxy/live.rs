@@ -1,13 +1,31 @@
-//! Reads the orchestrator answers in the agent's place (stage `live`), while the answer is
-//! being built: the client's envelope and the request (to send to legacy if the answer does
-//! not come), by token.
+//! Requests the orchestrator answers in the agent's place (reads from stage `live`, writes
+//! from `rampdown`), while the answer is being built: the client's envelope and the
+//! request (to send to legacy if the answer does not come), by token.
 //!
-//! The mirror's reader enforces `live.timeout`; the table has a deadline of its own a
-//! little later, so that a reader that never calls back cannot hold a client forever.
+//! The mirror's threads enforce `live.timeout`; the table has a deadline of its own a
+//! little later, so that a thread that never calls back cannot hold a client forever.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use zmq::Message;
+
+/// A write the orchestrator is taking first: what falling back to legacy needs.
+pub struct TakenWrite {
+    pub key: String,
+    /// Shared with the primary writer: whoever takes it decides the write's fate.
+    pub claim: Arc<AtomicBool>,
+    pub pinned: Vec<String>,
+}
+
+impl TakenWrite {
+    /// Takes the write's fate from the primary writer; `false` when it has decided already
+    /// (its answer is on the way).
+    pub fn claim(&self) -> bool {
+        !self.claim.swap(true, Ordering::SeqCst)
+    }
+}
 
 /// Past the live budget, how long the forwarder still waits for the reader's own verdict.
 const MARGIN: Duration = Duration::from_millis(100);
@@ -17,7 +35,30 @@ pub struct LivePending {
     pub body: Vec<Message>,
     pub slot: usize,
     pub received: Instant,
+    /// `None` for a read.
+    pub write: Option<TakenWrite>,
     deadline: Instant,
+}
+
+impl LivePending {
+    /// A request the orchestrator was asked to answer within `budget`.
+    pub fn new(
+        envelope: Vec<Message>,
+        body: Vec<Message>,
+        slot: usize,
+        received: Instant,
+        budget: Duration,
+        write: Option<TakenWrite>,
+    ) -> LivePending {
+        LivePending {
+            envelope,
+            body,
+            slot,
+            received,
+            write,
+            deadline: received + budget + MARGIN,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -26,26 +67,8 @@ pub struct LiveTable {
 }
 
 impl LiveTable {
-    pub fn insert(
-        &mut self,
-        token: u64,
-        envelope: Vec<Message>,
-        body: Vec<Message>,
-        slot: usize,
-        received: Instant,
-        budget: Duration,
-    ) {
-        let deadline = received + budget + MARGIN;
-        self.entries.insert(
-            token,
-            LivePending {
-                envelope,
-                body,
-                slot,
-                received,
-                deadline,
-            },
-        );
+    pub fn insert(&mut self, token: u64, pending: LivePending) {
+        self.entries.insert(token, pending);
     }
 
     pub fn take(&mut self, token: u64) -> Option<LivePending> {
@@ -64,14 +87,19 @@ impl LiveTable {
         self.entries.values().map(|p| p.deadline).min()
     }
 
-    /// Removes the entries past their deadline.
+    /// Removes the entries past their deadline. A write whose fate the primary writer has
+    /// decided stays, a little longer, for its answer.
     pub fn expire(&mut self, now: Instant) -> Vec<LivePending> {
-        let late: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(t, _)| *t)
-            .collect();
+        let mut late = Vec::new();
+        for (token, p) in &mut self.entries {
+            if p.deadline > now {
+                continue;
+            }
+            match &p.write {
+                Some(w) if !w.claim() => p.deadline = now + MARGIN,
+                _ => late.push(*token),
+            }
+        }
         late.into_iter()
             .filter_map(|t| self.entries.remove(&t))
             .collect()

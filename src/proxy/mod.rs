@@ -92,6 +92,7 @@ fn start_agent(
             &config.mirror,
             &config.shadow,
             config.live.timeout,
+            flags.clone(),
             mirror_metrics,
         )
         .with_context(|| format!("agent {}: starting the mirror", agent.name))?;

@@ -179,11 +179,13 @@ fn check(
             (open, detail)
         }
         Gate::LegacyCaughtUp => {
-            let open = inputs.reverse_dead_letters == 0
-                && inputs.reverse_oldest_age_seconds <= max_age;
+            let open =
+                inputs.reverse_dead_letters == 0 && inputs.reverse_oldest_age_seconds <= max_age;
             let detail = format!(
                 "{} writes on their way to legacy, oldest {:.1} s (at most {max_age:.0} s), {} dead letters",
-                inputs.reverse_pending, inputs.reverse_oldest_age_seconds, inputs.reverse_dead_letters
+                inputs.reverse_pending,
+                inputs.reverse_oldest_age_seconds,
+                inputs.reverse_dead_letters
             );
             (open, detail)
         }

@@ -6,7 +6,8 @@ use super::{Mirror, MirrorOp, Verdict, string};
 use serde_json::{Map, Value, json};
 
 const SOURCE: &str = "jarvis_memory";
-pub(super) const REMINDER_SAVED: &str = "send_proactive_event() got an unexpected keyword argument 'text'";
+pub(super) const REMINDER_SAVED: &str =
+    "send_proactive_event() got an unexpected keyword argument 'text'";
 
 pub fn key(req: &Map<String, Value>) -> String {
     string(req, "user_id").unwrap_or_else(|| "default".into())

@@ -215,7 +215,10 @@ fn session(action: &str, req: &mut Map<String, Value>) -> Option<Predicted> {
 fn contextual(action: &str, req: &Map<String, Value>) -> Option<Predicted> {
     // The agent saves, then fails on its own return value: this reply means saved.
     let saved = json!({"status": "error", "message": super::contextual::SAVED});
-    let session_ok = matches!(req.get("session_id"), None | Some(Value::String(_) | Value::Null));
+    let session_ok = matches!(
+        req.get("session_id"),
+        None | Some(Value::String(_) | Value::Null)
+    );
     match action {
         // A content or type of another type can make the summary builder raise.
         "add_interaction"
