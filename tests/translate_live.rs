@@ -153,3 +153,150 @@ fn jarvis_memory_writes_mirror_exactly_once() {
     replay(&calls, &mut c);
     assert_eq!(db.scalar("SELECT count(*) FROM memory_entries"), 4);
 }
+
+/// Writes the orchestrator takes first (stage `rampdown`) answer the client with the reply
+/// memshift predicts: here each prediction is checked byte for byte against what the
+/// stand-in actually answers for the same write (sent as it would be replayed), in the
+/// same order, so that the stand-in's state (an unknown session, a duplicate id) is the
+/// one the prediction assumed.
+fn predictions_match(profile: Profile, agent: &str, cases: &[(serde_json::Value, Expect)]) {
+    use memshift::translate::plan;
+    let legacy = StandIn::start(agent);
+    let ctx = zmq::Context::new();
+    let socket = req_socket(&ctx, &legacy.endpoint);
+    for (req, expect) in cases {
+        let body = req.to_string();
+        let plan = plan(profile, body.as_bytes());
+        let (sent, predicted) = match (expect, &plan) {
+            (Expect::Unpredictable, None) => (body.clone().into_bytes(), None),
+            (Expect::Unpredictable, Some(_)) => panic!("{body}: predicted, but should not be"),
+            (_, None) => panic!("{body}: no prediction"),
+            (Expect::Accepted, Some(p)) => (p.replay.clone(), Some(p.accepted.clone())),
+            (Expect::Refused(r), Some(p)) => (
+                p.replay.clone(),
+                Some(p.refusal(*r).expect("a refusal reply").to_vec()),
+            ),
+        };
+        let actual = request(&socket, &sent);
+        if let Some(predicted) = predicted {
+            assert_eq!(
+                String::from_utf8_lossy(&predicted),
+                String::from_utf8_lossy(&actual),
+                "{body}"
+            );
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Expect {
+    Accepted,
+    Refused(memshift::translate::Refusal),
+    Unpredictable,
+}
+
+#[test]
+fn predicted_write_replies_are_the_legacy_agents_own() {
+    use Expect::*;
+    use memshift::translate::Refusal::*;
+    predictions_match(
+        Profile::SessionMemory,
+        "session_memory",
+        &[
+            (
+                json!({"action": "create_session", "session_id": "s1", "user_id": "ana", "request_id": "r1"}),
+                Accepted,
+            ),
+            (
+                json!({"action": "create_session", "session_id": "s1", "request_id": "r2"}),
+                Refused(Duplicate),
+            ),
+            (
+                json!({"action": "create_session", "request_id": "çà☀😀"}),
+                Accepted,
+            ),
+            (
+                json!({"action": "create_session", "session_id": ""}),
+                Accepted,
+            ),
+            (
+                json!({"action": "create_session", "session_id": 7}),
+                Unpredictable,
+            ),
+            (
+                json!({"action": "add_interaction", "session_id": "s1", "role": "user", "content": "Guten Morgen ☀", "request_id": 5}),
+                Accepted,
+            ),
+            (
+                json!({"action": "add_interaction", "session_id": "nope", "role": "user", "content": "lost", "request_id": "r3"}),
+                Refused(NoSession),
+            ),
+            (
+                json!({"action": "add_interaction", "session_id": "s1", "role": "user"}),
+                Unpredictable,
+            ),
+            (
+                json!({"action": "clear_session", "session_id": "s1"}),
+                Accepted,
+            ),
+            (
+                json!({"action": "delete_session", "session_id": "never-was", "request_id": null}),
+                Accepted,
+            ),
+            (json!({"action": "delete_session"}), Unpredictable),
+            (
+                json!({"action": "get_context", "session_id": "s1"}),
+                Unpredictable,
+            ),
+        ],
+    );
+    predictions_match(
+        Profile::ContextualMemory,
+        "contextual_memory",
+        &[
+            (
+                json!({"action": "add_interaction", "session_id": "c1", "type": "code", "content": "SELECT 1"}),
+                Accepted,
+            ),
+            (
+                json!({"action": "add_interaction", "type": "user_query", "content": "no session ☀"}),
+                Accepted,
+            ),
+            (
+                json!({"action": "record_decision", "session_id": "c1", "decision": {"use": "sqlite"}}),
+                Accepted,
+            ),
+            (
+                json!({"action": "record_decision", "session_id": "fresh", "decision": "x"}),
+                Accepted,
+            ),
+            (
+                json!({"action": "add_interaction", "session_id": "c1", "content": 5}),
+                Unpredictable,
+            ),
+        ],
+    );
+    predictions_match(
+        Profile::JarvisMemory,
+        "jarvis_memory",
+        &[
+            (
+                json!({"action": "add_memory", "user_id": "ana", "memory": "likes tea"}),
+                Accepted,
+            ),
+            (
+                json!({"action": "add_memory", "memory": {"type": "reminder", "text": "call mum"}}),
+                Accepted,
+            ),
+            (json!({"action": "add_memory", "user_id": "ana"}), Accepted),
+            (
+                json!({"action": "clear_memories", "user_id": "ana"}),
+                Accepted,
+            ),
+            (
+                json!({"action": "add_memory", "user_id": 3, "memory": "x"}),
+                Unpredictable,
+            ),
+        ],
+    );
+}
