@@ -508,7 +508,7 @@ fn move_to(rig: &Rig, flags: &str, stage: &str) {
 }
 
 #[test]
-fn the_ladder_up_to_live_and_back_to_dualwrite_under_load_keeps_both_stores_equal() {
+fn the_whole_ladder_to_complete_and_back_to_dualwrite_under_load_keeps_both_stores_equal() {
     // Gates enforced, as deployed. Writes before dualwrite would need a backfill, so the
     // clients only read while the agent is off.
     let (mut db, _orch, rig) = fresh_rig(AGENT, "stage = \"off\"\n");
@@ -585,6 +585,48 @@ fn the_ladder_up_to_live_and_back_to_dualwrite_under_load_keeps_both_stores_equa
     });
     read_for(&readers, 500);
 
+    // Rampdown: the orchestrator takes every write first, and legacy gets it replayed.
+    let primary = |outcome: &str| {
+        value(
+            &rig,
+            "memshift_primary_writes_total",
+            &[("agent", AGENT), ("outcome", outcome)],
+        )
+    };
+    let replayed = || {
+        value(
+            &rig,
+            "memshift_reverse_deliveries_total",
+            &[("agent", AGENT), ("outcome", "delivered")],
+        )
+    };
+    let for_legacy = || value(&rig, "memshift_reverse_pending", &[("agent", AGENT)]);
+    move_to(&rig, "stage = \"rampdown\"\n", "rampdown");
+    time_until("writes taken first and replayed", TIMEOUT, || {
+        primary("applied") >= 20.0 && replayed() >= 20.0
+    });
+    read_for(&readers, 300);
+
+    // Complete: legacy is left alone while the writes go on; they are kept for it.
+    move_to(&rig, "stage = \"complete\"\n", "complete");
+    let untouched = jarvis_store(&rig.legacy);
+    let replayed_before = replayed();
+    time_until("writes kept for legacy", TIMEOUT, || for_legacy() >= 10.0);
+    read_for(&readers, 300);
+    assert_eq!(
+        replayed(),
+        replayed_before,
+        "legacy was written in complete"
+    );
+    assert_eq!(jarvis_store(&rig.legacy), untouched);
+
+    // A step back from complete loses nothing: legacy catches up first.
+    move_to(&rig, "stage = \"rampdown\"\n", "rampdown");
+    let took = time_until("legacy caught up", TIMEOUT, || for_legacy() == 0.0);
+    eprintln!("legacy caught up {took:?} after leaving complete");
+    move_to(&rig, "stage = \"live\"\nread_percent = 100\n", "live");
+    read_for(&readers, 300);
+
     // And back down, never gated.
     move_to(&rig, "stage = \"shadow\"\n", "shadow");
     move_to(&rig, "stage = \"dualwrite\"\n", "dualwrite");
@@ -601,6 +643,16 @@ fn the_ladder_up_to_live_and_back_to_dualwrite_under_load_keeps_both_stores_equa
         0.0
     );
     assert_eq!(rig.drain(), 0);
+    time_until("every write replayed to legacy", TIMEOUT, || {
+        for_legacy() == 0.0
+    });
+    eprintln!(
+        "writes taken first: {} applied, {} fell back to legacy, {} unanswered",
+        primary("applied"),
+        primary("fallback"),
+        primary("unanswered")
+    );
+    assert_eq!(primary("unanswered"), 0.0);
     let legacy = jarvis_store(&rig.legacy);
     assert!(legacy.values().map(Vec::len).sum::<usize>() > 50);
     assert_eq!(legacy, jarvis_mirrored(&mut db));
