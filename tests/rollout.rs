@@ -606,6 +606,24 @@ fn the_whole_ladder_to_complete_and_back_to_dualwrite_under_load_keeps_both_stor
         primary("applied") >= 20.0 && replayed() >= 20.0
     });
     read_for(&readers, 300);
+    // A rollback in rampdown hands reads and writes back to legacy (which has every write
+    // the orchestrator took, or gets it first); removing the panic file resumes.
+    let panic = rig.flags_dir().join("memshift.panic");
+    std::fs::write(&panic, "").unwrap();
+    time_until("rolled back", TIMEOUT, || rolled_back(&rig));
+    let (from_legacy, taken) = (served(&rig, "legacy"), primary("applied"));
+    read_for(&readers, 300);
+    assert!(served(&rig, "legacy") >= from_legacy + 250.0);
+    // (A write already at the orchestrator when the rollback came may still finish.)
+    assert!(
+        primary("applied") <= taken + 1.0,
+        "writes still taken first under a rollback"
+    );
+    std::fs::remove_file(&panic).unwrap();
+    time_until("resumed", TIMEOUT, || !rolled_back(&rig));
+    time_until("writes taken first again", TIMEOUT, || {
+        primary("applied") >= taken + 10.0
+    });
 
     // Complete: legacy is left alone while the writes go on; they are kept for it.
     move_to(&rig, "stage = \"complete\"\n", "complete");
@@ -657,4 +675,71 @@ fn the_whole_ladder_to_complete_and_back_to_dualwrite_under_load_keeps_both_stor
     assert!(legacy.values().map(Vec::len).sum::<usize>() > 50);
     assert_eq!(legacy, jarvis_mirrored(&mut db));
     no_duplicates(&mut db);
+}
+
+/// Rampdown with the orchestrator slower than the time budget for writes (it applies them,
+/// too late), then gone, then back: every write is answered (by legacy while the
+/// orchestrator cannot), and at the end both stores hold each write once. The slow case is
+/// the ambiguous one: the orchestrator did apply the writes that fell back, and the mirror
+/// repeats them with the same ids.
+#[test]
+fn rampdown_falls_back_to_legacy_when_the_orchestrator_is_slow_or_gone_and_creates_no_twins() {
+    let mut db = common::pg::TestDb::new();
+    let listen = format!("listen = \"{}\"\n", common::pg::free_endpoint());
+    let orch = common::pg::Orchestrator::start(&db, &listen, "");
+    let relay = Relay::start(&orch.endpoint, Fault::None);
+    let rig = Rig::start(
+        AGENT,
+        StandIn::start(AGENT),
+        &relay.endpoint,
+        "stage = \"rampdown\"\n[rollout.auto]\nenabled = false\n[live]\ntimeout = \"150ms\"\n",
+    );
+    let primary = |outcome: &str| {
+        value(
+            &rig,
+            "memshift_primary_writes_total",
+            &[("agent", AGENT), ("outcome", outcome)],
+        )
+    };
+    let load = Load::start(
+        rig.proxy.endpoint(AGENT),
+        2,
+        Duration::from_millis(5),
+        Some(Duration::from_millis(20)),
+    );
+    time_until("writes taken first", TIMEOUT, || primary("applied") >= 20.0);
+
+    relay.set(Fault::DelayWrites(Duration::from_millis(400)));
+    time_until("slow writes fall back to legacy", TIMEOUT, || {
+        primary("fallback") >= 10.0
+    });
+    relay.set(Fault::None);
+
+    drop(orch);
+    let before = primary("fallback");
+    time_until("writes fall back while it is gone", TIMEOUT, || {
+        primary("fallback") >= before + 10.0
+    });
+    let orch = common::pg::Orchestrator::start(&db, &listen, "");
+    let applied = primary("applied");
+    time_until("writes taken first again", Duration::from_secs(60), || {
+        primary("applied") >= applied + 20.0
+    });
+    assert_eq!(load.finish(), 0, "clients saw errors");
+    assert_eq!(rig.drain(), 0);
+    time_until("every write replayed to legacy", TIMEOUT, || {
+        value(&rig, "memshift_reverse_pending", &[("agent", AGENT)]) == 0.0
+    });
+    eprintln!(
+        "writes taken first: {} applied, {} fell back, {} behind the orchestrator's outbox, {} unanswered",
+        primary("applied"),
+        primary("fallback"),
+        primary("orchestrator_behind"),
+        primary("unanswered")
+    );
+    assert_eq!(primary("unanswered"), 0.0);
+    let legacy = jarvis_store(&rig.legacy);
+    assert_eq!(legacy, jarvis_mirrored(&mut db));
+    no_duplicates(&mut db);
+    drop(orch);
 }

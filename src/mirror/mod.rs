@@ -63,7 +63,8 @@ pub struct Exchange {
     pub action: &'static str,
     pub request: Vec<u8>,
     pub reply: Vec<u8>,
-    /// When the forwarder saw the reply.
+    /// When the forwarder saw the reply (or, for a write the orchestrator was asked to
+    /// take first, when it was asked: the time it was given then).
     pub at: DateTime<Utc>,
     /// `mirror_percent` (a write) or `shadow_percent` (a read) when the request arrived.
     pub percent: Percent,

@@ -11,7 +11,7 @@
 //! `max_in_flight` requests are out and the legacy socket accepted the last one. Replies to
 //! a client that has gone are counted and dropped, as libzmq's own proxy would drop them.
 
-use super::inflight::{InFlight, MirrorCopy, Pending};
+use super::inflight::{InFlight, MirrorCopy, Pending, Pinned};
 use super::live::{LivePending, LiveTable, TakenWrite};
 use super::watch::{self, MonitorEndpoints};
 use crate::answer::{self, Prepared};
@@ -337,7 +337,7 @@ impl Forwarder {
                     request: p.body[0].to_vec(),
                     percent: Percent::ALL,
                     announced: Some(w.key),
-                    pinned: w.pinned,
+                    pinned: Some(w.pinned),
                 })
             }
         };
@@ -402,16 +402,20 @@ impl Forwarder {
                 self.next_token += 1;
                 let control = self.control_tx.clone();
                 let claim = Arc::new(AtomicBool::new(false));
+                let accepted_at = chrono::Utc::now();
                 let taken = TakenWrite {
                     key: key.clone(),
                     claim: claim.clone(),
-                    pinned: plan.memory_ids(),
+                    pinned: Pinned {
+                        ids: plan.memory_ids(),
+                        at: accepted_at,
+                    },
                 };
                 let budget = mirror.live_budget();
                 let write = Write {
                     action,
                     plan,
-                    accepted_at: chrono::Utc::now(),
+                    accepted_at,
                     claim,
                     deadline: received + budget,
                     reply: Box::new(move |written| {
@@ -566,7 +570,7 @@ impl Forwarder {
                 request: body[0].to_vec(),
                 percent: Percent::ALL,
                 announced,
-                pinned: Vec::new(),
+                pinned: None,
             });
         }
         let flags = self.flags.load();
@@ -583,7 +587,7 @@ impl Forwarder {
             request: body[0].to_vec(),
             percent,
             announced: None,
-            pinned: Vec::new(),
+            pinned: None,
         })
     }
 
@@ -703,15 +707,19 @@ impl Forwarder {
                         || (class == Class::Write
                             && self.flags.load().stage.serves_reads()
                             && mirror.announce(&copy.request));
+                    let (pinned, at) = match copy.pinned {
+                        Some(p) => (p.ids, p.at),
+                        None => (Vec::new(), chrono::Utc::now()),
+                    };
                     mirror.offer(Exchange {
                         class,
                         action,
                         request: copy.request,
                         reply,
-                        at: chrono::Utc::now(),
+                        at,
                         percent: copy.percent,
                         announced,
-                        pinned: copy.pinned,
+                        pinned,
                     });
                 }
                 None => {

@@ -31,8 +31,15 @@ pub struct MirrorCopy {
     /// The key, when it was announced to the mirror as the request went to legacy
     /// (a write going to legacy first while writes may go to the orchestrator first).
     pub announced: Option<String>,
-    /// Memory ids the orchestrator was given for this write before it fell back to legacy.
-    pub pinned: Vec<String>,
+    /// What the orchestrator was given for this write before it fell back to legacy: the
+    /// memories' ids and the write's time, which the mirror repeats so that the
+    /// orchestrator recognises a write it did apply.
+    pub pinned: Option<Pinned>,
+}
+
+pub struct Pinned {
+    pub ids: Vec<String>,
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 pub struct InFlight<E> {

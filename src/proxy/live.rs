@@ -16,7 +16,7 @@ pub struct TakenWrite {
     pub key: String,
     /// Shared with the primary writer: whoever takes it decides the write's fate.
     pub claim: Arc<AtomicBool>,
-    pub pinned: Vec<String>,
+    pub pinned: super::inflight::Pinned,
 }
 
 impl TakenWrite {

@@ -1,6 +1,7 @@
 //! A faulty line between the proxy and the real orchestrator: every request is relayed
 //! unchanged, and the replies to `batch_read` (the reads the proxy asks for) can be made
-//! wrong, slow or failed — the plan's three rollback triggers, provoked in a real system.
+//! wrong, slow or failed — the plan's three rollback triggers, provoked in a real system —
+//! or the replies to everything else (writes) slow: applied, but too late.
 //!
 //! ROUTER toward the proxy; one DEALER per request in flight toward the orchestrator (taken
 //! from a pool), so each reply finds its way back without parsing ids.
@@ -26,6 +27,8 @@ pub enum Fault {
     Fail {
         every: u64,
     },
+    /// Every reply to anything but a read waits this long (the write is applied at once).
+    DelayWrites(Duration),
 }
 
 pub struct Relay {
@@ -175,8 +178,10 @@ impl Line {
                     self.altered.fetch_add(1, Ordering::Relaxed);
                 }
                 Fault::Delay(d) => delay = d,
-                Fault::Corrupt { .. } | Fault::Fail { .. } => {}
+                Fault::Corrupt { .. } | Fault::Fail { .. } | Fault::DelayWrites(_) => {}
             }
+        } else if let Fault::DelayWrites(d) = fault {
+            delay = d;
         }
         frames.insert(0, busy.client);
         if delay.is_zero() {
