@@ -47,6 +47,18 @@
 //!    one per key at a time, and settles the answer: delivered (deleted), retried after a
 //!    backoff, or dead-lettered with the reason.
 //!
+//! # The life of a write in `rampdown`
+//! 1. The forwarder asks [`translate::plan`] for the reply the agent would give; without
+//!    one (or while the orchestrator lacks the key's earlier writes) the write goes to
+//!    legacy first, as in `dualwrite`.
+//! 2. The primary writer thread runs the plan's operations against the orchestrator, puts
+//!    the request in the reverse [`outbox`], and hands the predicted reply back to the
+//!    forwarder for the client. A failure or a slow orchestrator sends the write to legacy
+//!    after all, mirrored with the ids the orchestrator was given.
+//! 3. The reverse deliverer replays the request to legacy and judges the answer with the
+//!    agent's own success signal ([`mirror`] explains how a key follows the side that has
+//!    all of its writes).
+//!
 //! # The life of one request through the orchestrator
 //! 1. The ROUTER on the `zmq-orchestrator` thread receives `[identity, "", body]`; an
 //!    oversized or multipart body is answered there, and so is one that finds the bounded

@@ -5,7 +5,7 @@
 //! rollback = false                 # true: every agent's reads back to legacy
 //!
 //! [agents.session_memory]
-//! stage = "live"                   # off, dualwrite, shadow, live
+//! stage = "live"                   # off, dualwrite, shadow, live, rampdown, complete
 //! mirror_percent = 100
 //! shadow_percent = 100
 //! read_percent = 25
