@@ -78,3 +78,60 @@ impl<T> WakeReceiver<T> {
         self.rx.try_iter().collect()
     }
 }
+
+/// A [`WakeSender`] with a bound on the messages waiting: a sender never blocks, and a full
+/// queue gives the message back. The receiving thread calls [`Backlog::taken`] for each
+/// message it takes off.
+pub struct BoundedSender<T> {
+    tx: WakeSender<T>,
+    backlog: Backlog,
+    capacity: usize,
+}
+
+impl<T> Clone for BoundedSender<T> {
+    fn clone(&self) -> Self {
+        BoundedSender {
+            tx: self.tx.clone(),
+            backlog: self.backlog.clone(),
+            capacity: self.capacity,
+        }
+    }
+}
+
+/// How many messages of a [`BoundedSender`] wait.
+#[derive(Clone, Default)]
+pub struct Backlog(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Backlog {
+    /// One message was taken off the queue.
+    pub fn taken(&self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl<T> BoundedSender<T> {
+    /// Bounds `tx` at `capacity` messages; the [`Backlog`] is for the receiving thread.
+    pub fn new(tx: WakeSender<T>, capacity: usize) -> (BoundedSender<T>, Backlog) {
+        let backlog = Backlog::default();
+        let sender = BoundedSender {
+            tx,
+            backlog: backlog.clone(),
+            capacity,
+        };
+        (sender, backlog)
+    }
+
+    /// Queues `message`; gives it back when `capacity` messages wait already. (A thread
+    /// that is gone takes the message with it.)
+    pub fn offer(&self, message: T) -> Result<(), T> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.backlog.0.fetch_add(1, SeqCst) >= self.capacity {
+            self.backlog.taken();
+            return Err(message);
+        }
+        if !self.tx.send(message) {
+            self.backlog.taken();
+        }
+        Ok(())
+    }
+}

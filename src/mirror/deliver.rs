@@ -31,7 +31,7 @@ use crate::metrics::{DeliveryOutcome, MirrorMetrics};
 use crate::outbox::{Entry, Outbox, Settled};
 use crate::wakeup::WakeReceiver;
 use chrono::Utc;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -278,15 +278,7 @@ impl Deliverer {
         let op_id = self.outbox.op_id(entry.id);
         let call = entry.op.to_call(&op_id, entry.accepted_at);
         let request_id = format!("mirror/{}/{op_id}/{}", self.agent, self.tries);
-        let mut request = Map::new();
-        request.insert("action".into(), json!(call.action.name()));
-        if let Some(sid) = call.session_id {
-            request.insert("session_id".into(), json!(sid));
-        }
-        request.insert("payload".into(), call.payload);
-        request.insert("request_id".into(), json!(request_id));
-        request.insert("timestamp".into(), json!(crate::api::now()));
-        let body = Value::Object(request).to_string();
+        let body = call.body(&request_id);
         match link::send(&self.socket, body.as_bytes()) {
             Ok(()) => {
                 self.busy.insert(entry.key.clone());

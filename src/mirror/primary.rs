@@ -25,12 +25,12 @@ use super::{Fallback, Signal};
 use crate::metrics::{DropReason, MirrorMetrics, PrimaryOutcome};
 use crate::outbox::{NewEntry, Outbox};
 use crate::translate::{Plan, Refusal};
-use crate::wakeup::{WakeReceiver, WakeSender};
+use crate::wakeup::{Backlog, BoundedSender, WakeReceiver, WakeSender};
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
@@ -65,23 +65,17 @@ pub enum PrimaryMessage {
 
 /// The forwarder's end of the primary writer's queue.
 #[derive(Clone)]
-pub struct PrimarySender {
-    tx: WakeSender<PrimaryMessage>,
-    queued: Arc<AtomicUsize>,
-    capacity: usize,
-}
+pub struct PrimarySender(BoundedSender<PrimaryMessage>);
 
 impl PrimarySender {
     /// Queues a write; gives it back when the queue is full.
     pub fn offer(&self, write: Write) -> Result<(), Box<Write>> {
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(Box::new(write));
-        }
-        if !self.tx.send(PrimaryMessage::Write(Box::new(write))) {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-        }
-        Ok(())
+        self.0
+            .offer(PrimaryMessage::Write(Box::new(write)))
+            .map_err(|m| match m {
+                PrimaryMessage::Write(w) => w,
+                PrimaryMessage::Stop => unreachable!("only writes are offered"),
+            })
     }
 }
 
@@ -103,7 +97,7 @@ pub struct PrimaryWriter {
     reverse: Arc<KeyActivity>,
     metrics: Arc<MirrorMetrics>,
     wake_reverse: WakeSender<Signal>,
-    queued: Arc<AtomicUsize>,
+    backlog: Backlog,
     /// The keys with a write running, or applied and not yet in the reverse outbox, each
     /// with the writes waiting behind it.
     keys: HashMap<String, VecDeque<Box<Write>>>,
@@ -137,12 +131,7 @@ impl PrimaryWriter {
         signals: WakeSender<PrimaryMessage>,
     ) -> anyhow::Result<(PrimaryWriter, PrimarySender)> {
         let socket = link::connect(ctx, &parts.orchestrator)?;
-        let queued = Arc::new(AtomicUsize::new(0));
-        let sender = PrimarySender {
-            tx: signals,
-            queued: queued.clone(),
-            capacity: parts.queue,
-        };
+        let (sender, backlog) = BoundedSender::new(signals, parts.queue);
         Ok((
             PrimaryWriter {
                 agent: parts.agent,
@@ -153,14 +142,14 @@ impl PrimaryWriter {
                 reverse: parts.reverse,
                 metrics: parts.metrics,
                 wake_reverse: parts.wake_reverse,
-                queued,
+                backlog,
                 keys: HashMap::new(),
                 running: HashMap::new(),
                 out: HashMap::new(),
                 next_request: 0,
                 applied: Vec::new(),
             },
-            sender,
+            PrimarySender(sender),
         ))
     }
 
@@ -198,7 +187,7 @@ impl PrimaryWriter {
                 for message in signals.drain() {
                     match message {
                         PrimaryMessage::Write(w) => {
-                            self.queued.fetch_sub(1, Ordering::SeqCst);
+                            self.backlog.taken();
                             self.enqueue(w);
                         }
                         PrimaryMessage::Stop => {
@@ -259,16 +248,9 @@ impl PrimaryWriter {
         let request_id = format!("primary/{}/{}", self.agent, self.next_request);
         // The op id only names the op for ids it does not carry itself (a plan's memories
         // carry theirs).
-        let call = op.to_call(&request_id, r.write.accepted_at);
-        let mut request = Map::new();
-        request.insert("action".into(), json!(call.action.name()));
-        if let Some(sid) = call.session_id {
-            request.insert("session_id".into(), json!(sid));
-        }
-        request.insert("payload".into(), call.payload);
-        request.insert("request_id".into(), json!(request_id));
-        request.insert("timestamp".into(), json!(crate::api::now()));
-        let body = Value::Object(request).to_string();
+        let body = op
+            .to_call(&request_id, r.write.accepted_at)
+            .body(&request_id);
         match link::send(&self.socket, body.as_bytes()) {
             Ok(()) => {
                 self.out.insert(request_id, key.to_owned());

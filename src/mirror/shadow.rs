@@ -22,11 +22,10 @@ use crate::compare::{self, Outcome};
 use crate::config::ShadowSettings;
 use crate::metrics::{MirrorMetrics, SkipReason};
 use crate::profile::Profile;
-use crate::wakeup::{WakeReceiver, WakeSender};
+use crate::wakeup::{Backlog, BoundedSender, WakeReceiver, WakeSender};
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info};
 
@@ -100,24 +99,17 @@ pub enum ShadowMessage {
 
 /// The writer's (and the forwarders') end of the shadow queue.
 #[derive(Clone)]
-pub struct ShadowSender {
-    tx: WakeSender<ShadowMessage>,
-    queued: Arc<AtomicUsize>,
-    capacity: usize,
-}
+pub struct ShadowSender(BoundedSender<ShadowMessage>);
 
 impl ShadowSender {
     /// Queues a sample; gives it back when the queue is full.
     pub fn offer(&self, sample: Sample) -> Result<(), Box<Sample>> {
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(Box::new(sample));
-        }
-        if !self.tx.send(ShadowMessage::Sample(Box::new(sample))) {
-            // The reader is gone (shutting down); the sample went with the message.
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-        }
-        Ok(())
+        self.0
+            .offer(ShadowMessage::Sample(Box::new(sample)))
+            .map_err(|m| match m {
+                ShadowMessage::Sample(s) => s,
+                ShadowMessage::Stop => unreachable!("only samples are offered"),
+            })
     }
 }
 
@@ -148,7 +140,7 @@ pub struct ShadowReader {
     activity: Arc<KeyActivity>,
     metrics: Arc<MirrorMetrics>,
     waiting: VecDeque<Box<Sample>>,
-    queued: Arc<AtomicUsize>,
+    queued: Backlog,
     fetching: HashMap<String, Fetching>,
     next_request: u64,
 }
@@ -168,12 +160,7 @@ impl ShadowReader {
         signals: WakeSender<ShadowMessage>,
     ) -> anyhow::Result<(ShadowReader, ShadowSender)> {
         let socket = link::connect(ctx, orchestrator)?;
-        let queued = Arc::new(AtomicUsize::new(0));
-        let sender = ShadowSender {
-            tx: signals,
-            queued: queued.clone(),
-            capacity: settings.queue,
-        };
+        let (sender, queued) = BoundedSender::new(signals, settings.queue);
         Ok((
             ShadowReader {
                 agent: agent.to_owned(),
@@ -187,7 +174,7 @@ impl ShadowReader {
                 fetching: HashMap::new(),
                 next_request: 0,
             },
-            sender,
+            ShadowSender(sender),
         ))
     }
 
@@ -225,7 +212,7 @@ impl ShadowReader {
                 for message in signals.drain() {
                     match message {
                         ShadowMessage::Sample(s) => {
-                            self.queued.fetch_sub(1, Ordering::SeqCst);
+                            self.queued.taken();
                             if matches!(s.purpose, Purpose::Serve { .. }) {
                                 self.waiting.push_front(s);
                             } else {

@@ -274,13 +274,7 @@ impl Forwarder {
         let (action, _) = action_at(self.profile, p.slot);
         match served {
             Ok(bytes) => {
-                let delivered = send_reply(&self.frontend, p.envelope, vec![Message::from(bytes)])?;
-                let outcome = if delivered {
-                    Outcome::Answered
-                } else {
-                    Outcome::Undeliverable
-                };
-                self.metrics.request(p.slot, outcome);
+                self.answer(p.envelope, bytes, p.slot)?;
                 mirror.metrics().served(action, "orchestrator");
                 mirror
                     .metrics()
@@ -291,6 +285,18 @@ impl Forwarder {
         }
     }
 
+    /// Sends the client a reply memshift made (the orchestrator's, in the agent's shape).
+    fn answer(&self, envelope: Vec<Message>, bytes: Vec<u8>, slot: usize) -> zmq::Result<()> {
+        let delivered = send_reply(&self.frontend, envelope, vec![Message::from(bytes)])?;
+        let outcome = if delivered {
+            Outcome::Answered
+        } else {
+            Outcome::Undeliverable
+        };
+        self.metrics.request(slot, outcome);
+        Ok(())
+    }
+
     /// What became of a write the orchestrator was to take first: the client's reply, or
     /// the write to legacy.
     fn on_written(&mut self, token: u64, written: Written) -> zmq::Result<()> {
@@ -299,16 +305,7 @@ impl Forwarder {
             return Ok(());
         };
         match written {
-            Written::Reply(bytes) => {
-                let delivered = send_reply(&self.frontend, p.envelope, vec![Message::from(bytes)])?;
-                let outcome = if delivered {
-                    Outcome::Answered
-                } else {
-                    Outcome::Undeliverable
-                };
-                self.metrics.request(p.slot, outcome);
-                Ok(())
-            }
+            Written::Reply(bytes) => self.answer(p.envelope, bytes, p.slot),
             Written::Fallback(reason) => self.fall_back(p, reason),
             // Counted as a timeout: the client sees what a silent agent would give it.
             Written::Unanswered => {

@@ -88,6 +88,21 @@ pub struct Call {
     pub payload: Value,
 }
 
+impl Call {
+    /// The request's JSON text, with `request_id` (to match the answer) and the time.
+    pub fn body(self, request_id: &str) -> String {
+        let mut request = Map::new();
+        request.insert("action".into(), json!(self.action.name()));
+        if let Some(sid) = self.session_id {
+            request.insert("session_id".into(), json!(sid));
+        }
+        request.insert("payload".into(), self.payload);
+        request.insert("request_id".into(), json!(request_id));
+        request.insert("timestamp".into(), json!(crate::api::now()));
+        Value::Object(request).to_string()
+    }
+}
+
 /// Namespace of the uuid v5 ids of mirrored memories.
 const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d656d73_6869_6674_8000_6d6972726f72);
 
