@@ -44,3 +44,47 @@ pub fn receive(socket: &zmq::Socket) -> zmq::Result<Option<Result<Value, ()>>> {
         .and_then(|body| serde_json::from_slice::<Value>(body).ok());
     Ok(Some(parsed.ok_or(())))
 }
+
+/// What woke a thread sleeping in [`wait`].
+pub struct Ready {
+    /// Answers are waiting on the socket.
+    pub replies: bool,
+    /// Messages are waiting on the wake pipe.
+    pub woken: bool,
+}
+
+/// Sleeps until the socket has answers, the wake pipe `wake` is readable, or `until`
+/// passes (never, without it). A poll failure is logged (with the agent and the thread's
+/// `role`) and reported as nothing ready, after a short pause so that a persistent one
+/// cannot spin the thread.
+pub fn wait(
+    socket: &zmq::Socket,
+    wake: std::os::fd::RawFd,
+    until: Option<std::time::Instant>,
+    agent: &str,
+    role: &'static str,
+) -> Ready {
+    let timeout = until.map_or(-1, |d| {
+        d.saturating_duration_since(std::time::Instant::now())
+            .as_millis() as i64
+            + 1
+    });
+    let mut items = [
+        socket.as_poll_item(zmq::POLLIN),
+        zmq::PollItem::from_fd(wake, zmq::POLLIN),
+    ];
+    match zmq::poll(&mut items, timeout) {
+        Ok(_) | Err(zmq::Error::EINTR) => Ready {
+            replies: items[0].is_readable(),
+            woken: items[1].is_readable(),
+        },
+        Err(e) => {
+            tracing::error!(agent, role, "polling the orchestrator socket: {e}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ready {
+                replies: false,
+                woken: false,
+            }
+        }
+    }
+}

@@ -31,7 +31,7 @@ use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{error, info, warn};
 
 /// A write for the orchestrator to take first.
@@ -159,31 +159,12 @@ impl PrimaryWriter {
             let now = Instant::now();
             self.expire(now);
             self.flush();
-            let timeout = self
-                .running
-                .values()
-                .map(|r| r.deadline)
-                .min()
-                .map_or(-1, |d| {
-                    d.saturating_duration_since(now).as_millis() as i64 + 1
-                });
-            let mut items = [
-                self.socket.as_poll_item(zmq::POLLIN),
-                zmq::PollItem::from_fd(signals.fd(), zmq::POLLIN),
-            ];
-            match zmq::poll(&mut items, timeout) {
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(e) => {
-                    error!(agent = %self.agent, "polling the primary writer's socket: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            }
-            let (replies, woken) = (items[0].is_readable(), items[1].is_readable());
-            if replies {
+            let until = self.running.values().map(|r| r.deadline).min();
+            let ready = link::wait(&self.socket, signals.fd(), until, &self.agent, "primary");
+            if ready.replies {
                 self.receive();
             }
-            if woken {
+            if ready.woken {
                 for message in signals.drain() {
                     match message {
                         PrimaryMessage::Write(w) => {

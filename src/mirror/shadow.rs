@@ -184,31 +184,12 @@ impl ShadowReader {
             let now = Instant::now();
             self.expire(now);
             self.start_waiting(now);
-            let timeout = self
-                .fetching
-                .values()
-                .map(|f| f.deadline)
-                .min()
-                .map_or(-1, |d| {
-                    d.saturating_duration_since(now).as_millis() as i64 + 1
-                });
-            let mut items = [
-                self.socket.as_poll_item(zmq::POLLIN),
-                zmq::PollItem::from_fd(signals.fd(), zmq::POLLIN),
-            ];
-            match zmq::poll(&mut items, timeout) {
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(e) => {
-                    error!(agent = %self.agent, "polling the shadow socket: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            }
-            let (replies, woken) = (items[0].is_readable(), items[1].is_readable());
-            if replies {
+            let until = self.fetching.values().map(|f| f.deadline).min();
+            let ready = link::wait(&self.socket, signals.fd(), until, &self.agent, "shadow");
+            if ready.replies {
                 self.receive();
             }
-            if woken {
+            if ready.woken {
                 for message in signals.drain() {
                     match message {
                         ShadowMessage::Sample(s) => {
