@@ -264,6 +264,113 @@ fn caller_chosen_ids_and_keys_make_writes_idempotent() {
     );
 }
 
+/// The mirror and the backfill can each bring the same legacy record, with different ids
+/// and slightly different times: the second copy becomes the first one's inactive twin.
+/// Identical records stay distinct: each row has at most one twin, and a writer never pairs
+/// with itself.
+#[test]
+fn copies_from_the_mirror_and_the_backfill_pair_into_one_row() {
+    let (mut db, orch, ctx) = setup();
+    let mut c = orch.client(&ctx);
+    c.ok(
+        "create_session",
+        None,
+        json!({"session_id": "s1", "if_absent": true}),
+    );
+    let create = |id: &str, origin: &str, at: &str, text: &str| {
+        json!({"memory_id": id, "memory_type": "conversation", "origin": origin,
+            "content": {"text": text, "role": "user"}, "created_at": at})
+    };
+    // The user says "yes" twice within a second; the mirror saw both, the backfill then
+    // finds both in the legacy store, stamped a few milliseconds earlier.
+    c.ok("create", Some("s1"), create("m1", "mirror", "2026-01-01T10:00:00.010Z", "yes"));
+    c.ok("create", Some("s1"), create("m2", "mirror", "2026-01-01T10:00:00.810Z", "yes"));
+    let b2 = c.ok("create", Some("s1"), create("b2", "backfill", "2026-01-01T10:00:00.800Z", "yes"));
+    assert_eq!(b2["twin_of"], "m2", "the nearest in time: {b2}");
+    let b1 = c.ok("create", Some("s1"), create("b1", "backfill", "2026-01-01T10:00:00.001Z", "yes"));
+    assert_eq!(b1["twin_of"], "m1", "m2 is taken: {b1}");
+    // A record the mirror never saw (it predates dual-write) is imported.
+    let b0 = c.ok("create", Some("s1"), create("b0", "backfill", "2026-01-01T09:59:59.000Z", "yes"));
+    assert_eq!(b0.get("twin_of"), None, "{b0}");
+    // Repeating a twin's write is a repeat, still a twin.
+    assert_eq!(
+        c.ok("create", Some("s1"), create("b1", "backfill", "2026-01-01T10:00:00.001Z", "yes")),
+        b1
+    );
+    // The mirror delivering late pairs with the backfilled copy.
+    let m3 = c.ok("create", Some("s1"), create("m3", "mirror", "2026-01-01T09:59:59.004Z", "yes"));
+    assert_eq!(m3["twin_of"], "b0", "{m3}");
+    // Outside the window, or different content: not a twin.
+    let far = c.ok("create", Some("s1"), create("b9", "backfill", "2026-01-01T10:00:30Z", "yes"));
+    assert_eq!(far.get("twin_of"), None);
+    let other = c.ok("create", Some("s1"), create("b8", "backfill", "2026-01-01T10:00:00.010Z", "no"));
+    assert_eq!(other.get("twin_of"), None);
+
+    assert_eq!(
+        db.texts(
+            "SELECT memory_id FROM memory_entries WHERE is_active AND session_id = 's1'
+             ORDER BY memory_id"
+        ),
+        ["b0", "b8", "b9", "m1", "m2"]
+    );
+    let page = c.ok(
+        "batch_read",
+        None,
+        json!({"filter": {"session_id": "s1", "limit": 100}}),
+    );
+    assert_eq!(page["total_count"], 5, "twins are never returned");
+    assert_eq!(
+        db.scalar(
+            "SELECT count(*) FROM embedding_queue q JOIN memory_entries e USING (memory_id)
+             WHERE NOT e.is_active"
+        ),
+        0,
+        "twins are not embedded"
+    );
+    // An unknown origin, or a window without one, is refused.
+    let mut bad = create("x", "import", "2026-01-01T10:00:00Z", "yes");
+    assert_eq!(c.err("create", Some("s1"), bad.clone()), "validation_error");
+    bad["origin"] = json!(null);
+    bad["match_window"] = json!(2);
+    assert_eq!(c.err("create", Some("s1"), bad), "validation_error");
+}
+
+/// `if_absent` completes a session the mirror created bare with what a backfill knows: the
+/// user, metadata keys, an earlier creation time; it never overwrites what is there.
+#[test]
+fn ensuring_a_session_fills_in_what_it_lacks() {
+    let (mut db, orch, ctx) = setup();
+    let mut c = orch.client(&ctx);
+    c.ok(
+        "create_session",
+        None,
+        json!({"session_id": "s1", "if_absent": true, "created_at": "2026-01-01T10:00:00Z",
+            "session_metadata": {"session_type": "conversation"}}),
+    );
+    let ensured = c.ok(
+        "create_session",
+        None,
+        json!({"session_id": "s1", "if_absent": true, "user_id": "alice",
+            "created_at": "2026-01-01T09:00:00Z",
+            "session_metadata": {"session_type": "other", "device": "kitchen"}}),
+    );
+    assert_eq!(ensured["created_at"], "2026-01-01T09:00:00.000000Z");
+    c.ok(
+        "create_session",
+        None,
+        json!({"session_id": "s1", "if_absent": true, "user_id": "bob",
+            "created_at": "2026-01-01T11:00:00Z", "session_metadata": {"device": "car"}}),
+    );
+    assert_eq!(
+        db.texts(
+            "SELECT concat_ws(' ', user_id, metadata::text, session_type,
+                 to_char(created_at AT TIME ZONE 'UTC', 'HH24:MI'))
+             FROM sessions WHERE session_id = 's1'"
+        ),
+        [r#"alice {"device": "kitchen", "session_type": "conversation"} conversation 09:00"#]
+    );
+}
+
 #[test]
 fn sessions_end_and_archive_once() {
     let (mut db, orch, ctx) = setup();

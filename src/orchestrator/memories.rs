@@ -2,11 +2,13 @@
 
 use super::service::{Service, fingerprint};
 use crate::api::{ApiError, ErrorCode, Fields, Request};
-use crate::store::{NewMemory, Update, WriteOutcome, entry_timestamp as ts};
+use crate::store::{NewMemory, Pairing, Update, WriteOutcome, Written, entry_timestamp as ts};
 use serde_json::{Map, Value, json};
 
-/// The memory types of the spec, with memshift's extensions for the legacy data.
-pub const MEMORY_TYPES: [&str; 7] = [
+/// The memory types of the spec, with memshift's extensions for the legacy data
+/// (`summary`: what a legacy agent derived and cannot rebuild, such as a contextual
+/// session's summary).
+pub const MEMORY_TYPES: [&str; 8] = [
     "conversation",
     "context",
     "user_preference",
@@ -14,7 +16,19 @@ pub const MEMORY_TYPES: [&str; 7] = [
     "decision",
     "interaction",
     "entity",
+    "summary",
 ];
+
+/// The writers a `create` may name as its `origin` (see [`crate::store::Pairing`]).
+pub const ORIGINS: [&str; 2] = ["mirror", "backfill"];
+
+/// Twins further apart than this are not twins: an hour covers any clock skew worth
+/// pairing across.
+const MAX_MATCH_WINDOW_SECONDS: f64 = 3600.0;
+
+/// How far apart a mirrored and a backfilled copy of one legacy record may be, unless the
+/// write says otherwise.
+pub const DEFAULT_MATCH_WINDOW_SECONDS: f64 = 5.0;
 
 /// TTLs up to 100 years.
 const MAX_TTL_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
@@ -65,12 +79,21 @@ fn missing(field: &str) -> ApiError {
 
 pub async fn create(s: &Service, req: &Request) -> Result<Value, ApiError> {
     let m = new_memory(req)?;
-    match s.store.create_memory(&m).await? {
-        WriteOutcome::Created((id, at)) => {
-            s.embedding_wake.notify_one();
-            Ok(json!({"memory_id": id, "created_at": ts(at)}))
+    let written = |w: Written| {
+        let mut reply = json!({"memory_id": w.memory_id, "created_at": ts(w.created_at)});
+        if let Some(twin) = w.twin_of {
+            reply["twin_of"] = json!(twin);
         }
-        WriteOutcome::Repeated((id, at)) => Ok(json!({"memory_id": id, "created_at": ts(at)})),
+        reply
+    };
+    match s.store.create_memory(&m).await? {
+        WriteOutcome::Created(w) => {
+            if w.twin_of.is_none() {
+                s.embedding_wake.notify_one();
+            }
+            Ok(written(w))
+        }
+        WriteOutcome::Repeated(w) => Ok(written(w)),
         WriteOutcome::Conflict => Err(conflict("memory_id or idempotency_key")),
         WriteOutcome::SessionMissing => {
             Err(ApiError::new(ErrorCode::SessionNotFound, "no such session")
@@ -105,11 +128,13 @@ fn new_memory(req: &Request) -> Result<NewMemory, ApiError> {
     let user_id = f.id("user_id")?;
     let source_agent = f.id("source_agent")?;
     let created_at = f.time("created_at")?;
+    let pairing = pairing(&f)?;
     let content = Value::Object(content.clone());
     let fingerprint = fingerprint(&json!({
         "memory_type": memory_type, "content": content, "tags": tags, "ttl": ttl_seconds,
         "priority": priority, "session_id": req.session_id, "user_id": user_id,
         "source_agent": source_agent, "created_at": created_at.map(ts),
+        "origin": pairing.as_ref().map(|p| &p.origin),
     }));
     Ok(NewMemory {
         memory_id: memory_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
@@ -124,7 +149,31 @@ fn new_memory(req: &Request) -> Result<NewMemory, ApiError> {
         source_agent,
         created_at,
         fingerprint,
+        pairing,
     })
+}
+
+/// (ext) `origin` (one of [`ORIGINS`]) and `match_window` (seconds): pair the write with
+/// its twin from the other origin.
+fn pairing(f: &Fields) -> Result<Option<Pairing>, ApiError> {
+    let window = f.number("match_window", 0.0, MAX_MATCH_WINDOW_SECONDS)?;
+    match f.str("origin")? {
+        None if window.is_some() => Err(ApiError::new(
+            ErrorCode::ValidationError,
+            "payload.match_window needs payload.origin",
+        )
+        .with("field", "payload.match_window")),
+        None => Ok(None),
+        Some(o) if ORIGINS.contains(&o) => Ok(Some(Pairing {
+            origin: o.to_owned(),
+            window_seconds: window.unwrap_or(DEFAULT_MATCH_WINDOW_SECONDS),
+        })),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::ValidationError,
+            format!("unknown origin (one of: {})", ORIGINS.join(", ")),
+        )
+        .with("field", "payload.origin")),
+    }
 }
 
 /// A repeat of an id or key with different content: refused, never an overwrite.

@@ -5,7 +5,7 @@ use super::{Result, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 
 /// A validated `create`.
 #[derive(Clone, Debug)]
@@ -25,6 +25,27 @@ pub struct NewMemory {
     pub created_at: Option<DateTime<Utc>>,
     /// A hash of everything above but the id: tells a retry from a conflicting write.
     pub fingerprint: String,
+    /// (ext) Pair this write with its twin from the other origin, if there is one.
+    pub pairing: Option<Pairing>,
+}
+
+/// Which writer a memory comes from, and how far apart in time twins may be: the proxy's
+/// mirror stamps a write with the time legacy accepted it, the backfill with the time the
+/// agent stored it, and the two clocks differ by the agent's processing time (or by the
+/// skew between the proxy's host and the agent's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pairing {
+    pub origin: String,
+    pub window_seconds: f64,
+}
+
+/// A created (or repeated) memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    pub memory_id: String,
+    pub created_at: DateTime<Utc>,
+    /// The memory this write was found to duplicate (it is stored inactive, as its twin).
+    pub twin_of: Option<String>,
 }
 
 /// What an idempotent write did.
@@ -53,84 +74,58 @@ pub struct Update {
 const FK_VIOLATION: &str = "23503";
 
 impl Store {
-    /// Creates a memory, or recognises a repeat of an earlier identical create.
+    /// Creates a memory, or recognises a repeat of an earlier identical create. A write
+    /// with a [`Pairing`] is stored as the inactive twin of the row it duplicates, if any
+    /// (see the migration `backfill`): under a per-owner lock, so that two writers of the
+    /// same record never both find no twin.
     ///
     /// # Errors
     /// The database failed.
-    pub async fn create_memory(
-        &self,
-        m: &NewMemory,
-    ) -> Result<WriteOutcome<(String, DateTime<Utc>)>> {
-        // One statement, so one round trip and atomic without a transaction: the entry,
-        // its tags and its place on the embedding queue.
-        let inserted: Option<(DateTime<Utc>,)> = match sqlx::query_as(
-            "WITH ins AS (
-                 INSERT INTO memory_entries (memory_id, session_id, user_id, memory_type, content,
-                     source_agent, created_at, updated_at, expires_at, priority, idempotency_key,
-                     request_fingerprint)
-                 VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), COALESCE($7, now()),
-                     COALESCE($7, now()) + make_interval(secs => $8), $9, $10, $11)
-                 ON CONFLICT DO NOTHING
-                 RETURNING memory_id, created_at, text_content),
-             tags AS (
-                 INSERT INTO memory_tags (memory_id, tag)
-                 SELECT ins.memory_id, tag FROM ins, unnest($12::text[]) AS tag
-                 ON CONFLICT (memory_id, tag) DO NOTHING),
-             queued AS (
-                 INSERT INTO embedding_queue (memory_id)
-                 SELECT memory_id FROM ins WHERE COALESCE(text_content, '') <> ''
-                 ON CONFLICT (memory_id) DO NOTHING)
-             SELECT created_at FROM ins",
-        )
-        .bind(&m.memory_id)
-        .bind(&m.session_id)
-        .bind(&m.user_id)
-        .bind(&m.memory_type)
-        .bind(Json(&m.content))
-        .bind(&m.source_agent)
-        .bind(m.created_at)
-        .bind(m.ttl_seconds)
-        .bind(m.priority)
-        .bind(&m.idempotency_key)
-        .bind(&m.fingerprint)
-        .bind(&m.tags)
-        .fetch_optional(self.pool())
-        .await
-        {
-            Ok(row) => row,
-            Err(e) => {
-                let e = StoreError::from(e);
-                if e.sqlstate() == Some(FK_VIOLATION) {
-                    return Ok(WriteOutcome::SessionMissing);
-                }
-                return Err(e);
-            }
+    pub async fn create_memory(&self, m: &NewMemory) -> Result<WriteOutcome<Written>> {
+        let Some(pairing) = &m.pairing else {
+            let mut conn = self.pool().acquire().await?;
+            return insert_memory(&mut conn, m, None).await;
         };
-        match inserted {
-            Some((created_at,)) => Ok(WriteOutcome::Created((m.memory_id.clone(), created_at))),
-            None => self.existing_memory(m).await,
-        }
-    }
-
-    /// After an insert that conflicted: the earlier row, if it was made by the same write.
-    async fn existing_memory(
-        &self,
-        m: &NewMemory,
-    ) -> Result<WriteOutcome<(String, DateTime<Utc>)>> {
-        let row: Option<(String, DateTime<Utc>, Option<String>)> = sqlx::query_as(
-            "SELECT memory_id, created_at, request_fingerprint FROM memory_entries
-             WHERE memory_id = $1 OR idempotency_key = $2 LIMIT 1",
-        )
-        .bind(&m.memory_id)
-        .bind(&m.idempotency_key)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(match row {
-            Some((id, created_at, Some(fp))) if fp == m.fingerprint => {
-                WriteOutcome::Repeated((id, created_at))
-            }
-            _ => WriteOutcome::Conflict,
-        })
+        let mut tx = self.pool().begin().await?;
+        let owner = match (&m.session_id, &m.user_id) {
+            (Some(s), _) => format!("session:{s}"),
+            (None, Some(u)) => format!("user:{u}"),
+            (None, None) => "none".to_owned(),
+        };
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("memshift.pairing:{owner}"))
+            .execute(&mut *tx)
+            .await?;
+        let owned = if m.session_id.is_some() {
+            "c.session_id = $1"
+        } else {
+            "c.session_id IS NULL AND c.user_id IS NOT DISTINCT FROM $2"
+        };
+        let sql = format!(
+            "SELECT c.memory_id FROM memory_entries c
+             WHERE {owned} AND c.memory_type = $3 AND c.content = $4
+               AND c.origin IS NOT NULL AND c.origin <> $5 AND c.twin_of IS NULL
+               AND c.memory_id <> $8
+               AND c.created_at BETWEEN COALESCE($6, now()) - make_interval(secs => $7)
+                                    AND COALESCE($6, now()) + make_interval(secs => $7)
+               AND NOT EXISTS (SELECT 1 FROM memory_entries t WHERE t.twin_of = c.memory_id)
+             ORDER BY abs(extract(epoch FROM c.created_at - COALESCE($6, now()))), c.memory_id
+             LIMIT 1"
+        );
+        let twin: Option<(String,)> = sqlx::query_as(&sql)
+            .bind(&m.session_id)
+            .bind(&m.user_id)
+            .bind(&m.memory_type)
+            .bind(Json(&m.content))
+            .bind(&pairing.origin)
+            .bind(m.created_at)
+            .bind(pairing.window_seconds)
+            .bind(&m.memory_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = insert_memory(&mut *tx, m, twin.map(|(id,)| id)).await?;
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     /// A visible (active, unexpired) memory.
@@ -229,6 +224,87 @@ impl Store {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// Inserts the entry (as `twin`'s twin, inactive, if given), its tags and its place on the
+/// embedding queue in one statement; or, when the id or key is taken, recognises a repeat.
+async fn insert_memory(
+    conn: &mut PgConnection,
+    m: &NewMemory,
+    twin: Option<String>,
+) -> Result<WriteOutcome<Written>> {
+    let inserted: Option<(DateTime<Utc>,)> = match sqlx::query_as(
+        "WITH ins AS (
+             INSERT INTO memory_entries (memory_id, session_id, user_id, memory_type, content,
+                 source_agent, created_at, updated_at, expires_at, priority, idempotency_key,
+                 request_fingerprint, origin, twin_of, is_active)
+             VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), COALESCE($7, now()),
+                 COALESCE($7, now()) + make_interval(secs => $8), $9, $10, $11, $13, $14,
+                 $14 IS NULL)
+             ON CONFLICT DO NOTHING
+             RETURNING memory_id, created_at, text_content, is_active),
+         tags AS (
+             INSERT INTO memory_tags (memory_id, tag)
+             SELECT ins.memory_id, tag FROM ins, unnest($12::text[]) AS tag
+             ON CONFLICT (memory_id, tag) DO NOTHING),
+         queued AS (
+             INSERT INTO embedding_queue (memory_id)
+             SELECT memory_id FROM ins WHERE ins.is_active AND COALESCE(text_content, '') <> ''
+             ON CONFLICT (memory_id) DO NOTHING)
+         SELECT created_at FROM ins",
+    )
+    .bind(&m.memory_id)
+    .bind(&m.session_id)
+    .bind(&m.user_id)
+    .bind(&m.memory_type)
+    .bind(Json(&m.content))
+    .bind(&m.source_agent)
+    .bind(m.created_at)
+    .bind(m.ttl_seconds)
+    .bind(m.priority)
+    .bind(&m.idempotency_key)
+    .bind(&m.fingerprint)
+    .bind(&m.tags)
+    .bind(m.pairing.as_ref().map(|p| &p.origin))
+    .bind(&twin)
+    .fetch_optional(&mut *conn)
+    .await
+    {
+        Ok(row) => row,
+        Err(e) => {
+            let e = StoreError::from(e);
+            if e.sqlstate() == Some(FK_VIOLATION) {
+                return Ok(WriteOutcome::SessionMissing);
+            }
+            return Err(e);
+        }
+    };
+    if let Some((created_at,)) = inserted {
+        return Ok(WriteOutcome::Created(Written {
+            memory_id: m.memory_id.clone(),
+            created_at,
+            twin_of: twin,
+        }));
+    }
+    // The id or key is taken: the earlier row, if it was made by the same write.
+    let row: Option<(String, DateTime<Utc>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT memory_id, created_at, request_fingerprint, twin_of FROM memory_entries
+         WHERE memory_id = $1 OR idempotency_key = $2 LIMIT 1",
+    )
+    .bind(&m.memory_id)
+    .bind(&m.idempotency_key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some((memory_id, created_at, Some(fp), twin_of)) if fp == m.fingerprint => {
+            WriteOutcome::Repeated(Written {
+                memory_id,
+                created_at,
+                twin_of,
+            })
+        }
+        _ => WriteOutcome::Conflict,
+    })
 }
 
 async fn set_tags(

@@ -19,7 +19,7 @@ pub use comparisons::MismatchRecord;
 pub use embeddings::{Lease, QueueItem};
 pub use entry::{Entry, timestamp as entry_timestamp};
 pub use filter::{Filter, Sort, SortField};
-pub use memories::{NewMemory, Update, WriteOutcome};
+pub use memories::{NewMemory, Pairing, Update, WriteOutcome, Written};
 pub use schema::{MIGRATOR, VectorIndex};
 pub use search::Scored;
 pub use sessions::{EndedSession, NewSession};

@@ -17,7 +17,10 @@ pub struct NewSession {
     pub created_at: Option<DateTime<Utc>>,
     pub fingerprint: String,
     /// (ext) An existing session with this id is a success whatever it holds: "make sure
-    /// it exists", for writes into sessions that may predate the mirror.
+    /// it exists", for writes into sessions that may predate the mirror. It also completes
+    /// the session with what this write knows and it lacks: a `user_id` where it has none,
+    /// `metadata` keys it does not have, and an earlier `created_at` (a backfill brings the
+    /// legacy session's own details to a session the mirror created bare).
     pub if_absent: bool,
 }
 
@@ -30,7 +33,8 @@ pub struct EndedSession {
 }
 
 impl Store {
-    /// Creates a session, or recognises a repeat of an earlier identical create.
+    /// Creates a session, or recognises a repeat of an earlier identical create (with
+    /// `if_absent`, completes an existing one).
     ///
     /// # Errors
     /// The database failed.
@@ -55,6 +59,23 @@ impl Store {
         .await?;
         if let Some((created_at,)) = inserted {
             return Ok(WriteOutcome::Created((s.session_id.clone(), created_at)));
+        }
+        if s.if_absent {
+            // Only when something is missing, so that the mirror's "make sure it exists"
+            // before every write into a session stays a read.
+            sqlx::query(
+                "UPDATE sessions SET user_id = COALESCE(user_id, $2), metadata = $3 || metadata,
+                     created_at = LEAST(created_at, COALESCE($4, created_at)), updated_at = now()
+                 WHERE session_id = $1
+                   AND ((user_id IS NULL AND $2 IS NOT NULL) OR $4 < created_at
+                        OR EXISTS (SELECT 1 FROM jsonb_object_keys($3) k WHERE NOT metadata ? k))",
+            )
+            .bind(&s.session_id)
+            .bind(&s.user_id)
+            .bind(Json(&s.metadata))
+            .bind(s.created_at)
+            .execute(self.pool())
+            .await?;
         }
         let existing: Option<(DateTime<Utc>, Option<String>)> = sqlx::query_as(
             "SELECT created_at, request_fingerprint FROM sessions WHERE session_id = $1",

@@ -103,6 +103,15 @@ impl Call {
     }
 }
 
+/// Which writer sends an op: the proxy's mirror, or the backfill with how far apart in time
+/// its copy of a legacy record and the mirror's may be. The orchestrator pairs the two
+/// copies of one record into one row (see the migration `backfill`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Origin {
+    Mirror,
+    Backfill { match_window: std::time::Duration },
+}
+
 /// Namespace of the uuid v5 ids of mirrored memories.
 const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d656d73_6869_6674_8000_6d6972726f72);
 
@@ -122,6 +131,11 @@ impl MirrorOp {
     /// agent accepted the write, becomes a created memory's `created_at`, so that the
     /// orchestrator's chronology is the legacy one however late the delivery.
     pub fn to_call(&self, op_id: &str, accepted_at: DateTime<Utc>) -> Call {
+        self.to_call_as(op_id, accepted_at, &Origin::Mirror)
+    }
+
+    /// [`MirrorOp::to_call`] for a writer of the given origin.
+    pub fn to_call_as(&self, op_id: &str, accepted_at: DateTime<Utc>, origin: &Origin) -> Call {
         match self {
             MirrorOp::EnsureSession {
                 session_id,
@@ -132,15 +146,15 @@ impl MirrorOp {
             } => {
                 let mut meta = metadata.as_object().cloned().unwrap_or_default();
                 meta.insert("session_type".into(), json!(session_type));
-                let mut payload = json!({"session_id": session_id, "user_id": user_id,
-                        "session_metadata": meta, "if_absent": !exclusive});
-                if *exclusive {
-                    payload["created_at"] = json!(micros(accepted_at));
-                }
+                // The time: an exclusive create's fingerprint, the creation time of a
+                // session made by its first mirrored write, and a backfilled session's
+                // legacy time (an earlier one wins).
                 Call {
                     action: Action::CreateSession,
                     session_id: None,
-                    payload,
+                    payload: json!({"session_id": session_id, "user_id": user_id,
+                        "session_metadata": meta, "if_absent": !exclusive,
+                        "created_at": micros(accepted_at)}),
                 }
             }
             MirrorOp::CreateMemory {
@@ -154,12 +168,20 @@ impl MirrorOp {
                 let id = memory_id.clone().unwrap_or_else(|| {
                     uuid::Uuid::new_v5(&ID_NAMESPACE, op_id.as_bytes()).to_string()
                 });
+                let mut payload = json!({"memory_id": id, "memory_type": memory_type,
+                    "content": content, "user_id": user_id, "source_agent": source_agent,
+                    "created_at": micros(accepted_at)});
+                match origin {
+                    Origin::Mirror => payload["origin"] = json!("mirror"),
+                    Origin::Backfill { match_window } => {
+                        payload["origin"] = json!("backfill");
+                        payload["match_window"] = json!(match_window.as_secs_f64());
+                    }
+                }
                 Call {
                     action: Action::Create,
                     session_id: session_id.clone(),
-                    payload: json!({"memory_id": id, "memory_type": memory_type, "content": content,
-                        "user_id": user_id, "source_agent": source_agent,
-                        "created_at": micros(accepted_at)}),
+                    payload,
                 }
             }
             MirrorOp::DeleteMemories {
