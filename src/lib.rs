@@ -72,6 +72,7 @@
 pub mod answer;
 pub mod api;
 pub mod app;
+pub mod backfill;
 pub mod classify;
 pub mod compare;
 pub mod config;
@@ -79,6 +80,7 @@ pub mod embed;
 pub mod flags;
 pub mod guard;
 pub mod http;
+pub mod legacy;
 pub mod metrics;
 pub mod mirror;
 pub mod orchestrator;

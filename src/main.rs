@@ -46,6 +46,42 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Import a legacy agent's own store into the orchestrator (idempotent, resumable).
+    /// Exit 0: every record imported or already there; 2: finished, but some records were
+    /// not imported (see the summary); 1: stopped early or failed (run it again to resume).
+    Backfill {
+        /// The agent, as named in the configuration's [[agents]].
+        #[arg(long)]
+        agent: String,
+        /// The agent's store: its file, or the agent's working directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Read and translate everything, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Forget what earlier runs finished and send every group again.
+        #[arg(long)]
+        restart: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// How far apart the mirror's and the backfill's copies of one record may be
+        /// (the agent's clock against the proxy's).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        match_window: std::time::Duration,
+        /// Requests in flight to the orchestrator.
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        /// An answer not received by then is tried again.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Stop when the orchestrator has not answered at all for this long.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        give_up: std::time::Duration,
+        /// Tries of one write before it counts as failed.
+        #[arg(long, default_value_t = 8)]
+        max_attempts: u32,
+    },
     /// The rollout's flags file.
     Flags {
         #[command(subcommand)]
@@ -148,6 +184,54 @@ fn main() -> ExitCode {
         Command::Flags {
             command: FlagsCommand::Check { flags, proxy },
         } => check_flags(&config, flags.as_deref(), proxy.as_deref()),
+        Command::Backfill {
+            agent,
+            from,
+            dry_run,
+            restart,
+            json,
+            match_window,
+            window,
+            timeout,
+            give_up,
+            max_attempts,
+        } => {
+            memshift::telemetry::init(&config.log);
+            let args = memshift::app::backfill::Args {
+                agent,
+                from,
+                dry_run,
+                restart,
+                match_window,
+                window: window.max(1),
+                timeout,
+                give_up,
+                max_attempts: max_attempts.max(1),
+            };
+            match memshift::app::backfill::run(&config, &args) {
+                Ok(summary) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&summary).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", summary.render());
+                    }
+                    if summary.is_interrupted() {
+                        ExitCode::FAILURE
+                    } else if summary.is_complete() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(2)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("memshift: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Outbox { command } => {
             memshift::telemetry::init(&config.log);
             match outbox(&config, command) {

@@ -200,12 +200,15 @@ fn caller_chosen_ids_and_keys_make_writes_idempotent() {
         first["created_at"], "2025-01-02T03:04:05.123456Z",
         "legacy time kept"
     );
-    // The same write again, keys in another order: success, same answer, one row.
+    // The same write again, keys in another order: success, same answer (marked as a
+    // repeat), one row.
     let reordered: serde_json::Value = serde_json::from_str(
         r#"{"tags": ["reminder"], "created_at": "2025-01-02T03:04:05.123456Z", "content": {"memory": {"text": "water the plants"}, "text": "water the plants"}, "user_id": "u9", "memory_id": "jarvis-1", "memory_type": "interaction"}"#,
     )
     .unwrap();
-    assert_eq!(c.ok("create", None, reordered), first);
+    let mut repeated = first.clone();
+    repeated["repeated"] = json!(true);
+    assert_eq!(c.ok("create", None, reordered), repeated);
     assert_eq!(
         db.scalar("SELECT count(*) FROM memory_entries WHERE memory_id = 'jarvis-1'"),
         1
@@ -230,7 +233,11 @@ fn caller_chosen_ids_and_keys_make_writes_idempotent() {
         json!({"memory_type": "context", "idempotency_key": "mirror:42", "content": {"text": "k"}});
     let a = c.ok("create", None, keyed.clone());
     let b = c.ok("create", None, keyed.clone());
-    assert_eq!(a, b);
+    assert_eq!(
+        (&a["memory_id"], &a["created_at"]),
+        (&b["memory_id"], &b["created_at"])
+    );
+    assert_eq!(b["repeated"], true);
     assert_eq!(
         db.scalar("SELECT count(*) FROM memory_entries WHERE idempotency_key = 'mirror:42'"),
         1
@@ -283,27 +290,64 @@ fn copies_from_the_mirror_and_the_backfill_pair_into_one_row() {
     };
     // The user says "yes" twice within a second; the mirror saw both, the backfill then
     // finds both in the legacy store, stamped a few milliseconds earlier.
-    c.ok("create", Some("s1"), create("m1", "mirror", "2026-01-01T10:00:00.010Z", "yes"));
-    c.ok("create", Some("s1"), create("m2", "mirror", "2026-01-01T10:00:00.810Z", "yes"));
-    let b2 = c.ok("create", Some("s1"), create("b2", "backfill", "2026-01-01T10:00:00.800Z", "yes"));
+    c.ok(
+        "create",
+        Some("s1"),
+        create("m1", "mirror", "2026-01-01T10:00:00.010Z", "yes"),
+    );
+    c.ok(
+        "create",
+        Some("s1"),
+        create("m2", "mirror", "2026-01-01T10:00:00.810Z", "yes"),
+    );
+    let b2 = c.ok(
+        "create",
+        Some("s1"),
+        create("b2", "backfill", "2026-01-01T10:00:00.800Z", "yes"),
+    );
     assert_eq!(b2["twin_of"], "m2", "the nearest in time: {b2}");
-    let b1 = c.ok("create", Some("s1"), create("b1", "backfill", "2026-01-01T10:00:00.001Z", "yes"));
+    let b1 = c.ok(
+        "create",
+        Some("s1"),
+        create("b1", "backfill", "2026-01-01T10:00:00.001Z", "yes"),
+    );
     assert_eq!(b1["twin_of"], "m1", "m2 is taken: {b1}");
     // A record the mirror never saw (it predates dual-write) is imported.
-    let b0 = c.ok("create", Some("s1"), create("b0", "backfill", "2026-01-01T09:59:59.000Z", "yes"));
+    let b0 = c.ok(
+        "create",
+        Some("s1"),
+        create("b0", "backfill", "2026-01-01T09:59:59.000Z", "yes"),
+    );
     assert_eq!(b0.get("twin_of"), None, "{b0}");
     // Repeating a twin's write is a repeat, still a twin.
+    let again = c.ok(
+        "create",
+        Some("s1"),
+        create("b1", "backfill", "2026-01-01T10:00:00.001Z", "yes"),
+    );
     assert_eq!(
-        c.ok("create", Some("s1"), create("b1", "backfill", "2026-01-01T10:00:00.001Z", "yes")),
-        b1
+        (&again["twin_of"], &again["repeated"]),
+        (&json!("m1"), &json!(true))
     );
     // The mirror delivering late pairs with the backfilled copy.
-    let m3 = c.ok("create", Some("s1"), create("m3", "mirror", "2026-01-01T09:59:59.004Z", "yes"));
+    let m3 = c.ok(
+        "create",
+        Some("s1"),
+        create("m3", "mirror", "2026-01-01T09:59:59.004Z", "yes"),
+    );
     assert_eq!(m3["twin_of"], "b0", "{m3}");
     // Outside the window, or different content: not a twin.
-    let far = c.ok("create", Some("s1"), create("b9", "backfill", "2026-01-01T10:00:30Z", "yes"));
+    let far = c.ok(
+        "create",
+        Some("s1"),
+        create("b9", "backfill", "2026-01-01T10:00:30Z", "yes"),
+    );
     assert_eq!(far.get("twin_of"), None);
-    let other = c.ok("create", Some("s1"), create("b8", "backfill", "2026-01-01T10:00:00.010Z", "no"));
+    let other = c.ok(
+        "create",
+        Some("s1"),
+        create("b8", "backfill", "2026-01-01T10:00:00.010Z", "no"),
+    );
     assert_eq!(other.get("twin_of"), None);
 
     assert_eq!(

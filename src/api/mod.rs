@@ -8,6 +8,7 @@ mod fields;
 pub use fields::Fields;
 
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
 /// Every action of the API; `(ext)` ones are memshift's extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -281,5 +282,66 @@ pub fn error(echo: &Echo, err: &ApiError) -> Vec<u8> {
     serde_json::to_vec(&reply).expect("a Value always serializes")
 }
 
+/// An error reply, as a client reads it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Failure<'r> {
+    /// The error code (`bad_reply` for a reply that is not the API's).
+    pub code: &'r str,
+    pub message: &'r str,
+    /// Whether trying again may succeed: the reply's `details.retryable`, or else whether
+    /// the code is one that passes (a database that is down or slow, load shedding).
+    pub retryable: bool,
+}
+
+/// Codes retried when a reply does not say whether it is retryable.
+const RETRYABLE: [&str; 2] = ["storage_error", "rate_limit_exceeded"];
+
+/// `None` for a success reply, the failure otherwise.
+pub fn failure(reply: &Value) -> Option<Failure<'_>> {
+    if reply.get("status").and_then(Value::as_str) == Some("success") {
+        return None;
+    }
+    let error = reply.get("error");
+    let code = error
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_str)
+        .unwrap_or("bad_reply");
+    Some(Failure {
+        code,
+        message: error
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        retryable: error
+            .and_then(|e| e.pointer("/details/retryable"))
+            .and_then(Value::as_bool)
+            .unwrap_or(RETRYABLE.contains(&code)),
+    })
+}
+
 #[cfg(test)]
 mod tests;
+
+/// A write's fingerprint: SHA-256 of its canonical JSON (object keys sorted at every
+/// level), so the same write sent again — keys in any order — matches, and any other write
+/// does not.
+pub fn fingerprint(write: &Value) -> String {
+    let digest = Sha256::digest(canonical(write).to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&map[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}

@@ -95,3 +95,13 @@ fn fields_name_the_field_and_never_the_value() {
     let err = f.required_str("memory_id").unwrap_err();
     assert_eq!(err.code, ErrorCode::InvalidRequest);
 }
+
+#[test]
+fn fingerprints_ignore_key_order_only() {
+    let a = json!({"content": {"text": "hi", "role": "user"}, "priority": 5});
+    let b = json!({"priority": 5, "content": {"role": "user", "text": "hi"}});
+    let c = json!({"priority": 5, "content": {"role": "user", "text": "hi!"}});
+    assert_eq!(fingerprint(&a), fingerprint(&b));
+    assert_ne!(fingerprint(&a), fingerprint(&c));
+    assert_eq!(fingerprint(&a).len(), 64);
+}

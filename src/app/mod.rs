@@ -2,6 +2,7 @@
 //! orchestrator`. Each binds everything, announces readiness on stdout, waits for the
 //! shutdown token and stops in order.
 
+pub mod backfill;
 pub mod flags;
 mod orchestrator;
 pub mod outbox;

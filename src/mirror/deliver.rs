@@ -46,9 +46,6 @@ const TICK: Duration = Duration::from_secs(1);
 /// Repeated failures are logged at most this often (they are counted every time).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Codes retried when a reply does not say whether it is retryable.
-const RETRYABLE: [&str; 2] = ["storage_error", "rate_limit_exceeded"];
-
 /// What one drain (`memshift outbox drain` delivering by itself) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
@@ -339,14 +336,13 @@ impl Deliverer {
     fn answered(&mut self, out: Out, reply: &Value, now: Instant) {
         let rtt = Some((now - out.sent).as_secs_f64());
         let entry = out.entry;
-        let error = reply.get("error");
-        let code = error
-            .and_then(|e| e.get("code"))
-            .and_then(Value::as_str)
-            .unwrap_or("bad_reply");
-        let ok = reply.get("status").and_then(Value::as_str) == Some("success")
-            || entry.op.done_despite(code);
-        if ok {
+        let failure = crate::api::failure(reply).filter(|f| !entry.op.done_despite(f.code));
+        let Some(crate::api::Failure {
+            code,
+            message,
+            retryable,
+        }) = failure
+        else {
             self.metrics
                 .delivery(&entry.action, DeliveryOutcome::Delivered, rtt);
             let lag = (Utc::now() - entry.accepted_at)
@@ -357,18 +353,10 @@ impl Deliverer {
             self.settled.push(Settled::Delivered { id: entry.id });
             self.ended.push(entry.key);
             return;
-        }
+        };
         self.metrics.failure(code);
-        let message = error
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
         let why = format!("{code}: {message}");
         let attempts = entry.attempts + 1;
-        let retryable = error
-            .and_then(|e| e.pointer("/details/retryable"))
-            .and_then(Value::as_bool)
-            .unwrap_or(RETRYABLE.contains(&code));
         if !retryable {
             self.dead(
                 entry,

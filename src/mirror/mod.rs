@@ -28,7 +28,7 @@
 
 mod activity;
 mod deliver;
-mod link;
+pub mod link;
 mod primary;
 mod reverse;
 mod shadow;

@@ -93,7 +93,11 @@ pub async fn create(s: &Service, req: &Request) -> Result<Value, ApiError> {
             }
             Ok(written(w))
         }
-        WriteOutcome::Repeated(w) => Ok(written(w)),
+        WriteOutcome::Repeated(w) => {
+            let mut reply = written(w);
+            reply["repeated"] = json!(true);
+            Ok(reply)
+        }
         WriteOutcome::Conflict => Err(conflict("memory_id or idempotency_key")),
         WriteOutcome::SessionMissing => {
             Err(ApiError::new(ErrorCode::SessionNotFound, "no such session")

@@ -2,13 +2,13 @@
 //! shape the reply's `data`.
 
 use super::{comparisons, memories, queries, search, sessions};
+pub use crate::api::fingerprint;
 use crate::api::{Action, ApiError, ErrorCode, Request};
 use crate::config::{EmbeddingSettings, OrchestratorSettings};
 use crate::embed::Embedder;
 use crate::metrics::OrchestratorMetrics;
 use crate::store::{Store, StoreError};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -75,44 +75,5 @@ impl From<StoreError> for ApiError {
         ApiError::new(code, e.to_string())
             .with("reason", e.as_label())
             .with("retryable", e.is_retryable())
-    }
-}
-
-/// A write's fingerprint: SHA-256 of its canonical JSON (object keys sorted at every
-/// level), so the same write sent again — keys in any order — matches, and any other write
-/// does not.
-pub fn fingerprint(write: &Value) -> String {
-    let digest = Sha256::digest(canonical(write).to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn canonical(v: &Value) -> Value {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            Value::Object(
-                keys.into_iter()
-                    .map(|k| (k.clone(), canonical(&map[k])))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
-        other => other.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fingerprints_ignore_key_order_only() {
-        let a = json!({"content": {"text": "hi", "role": "user"}, "priority": 5});
-        let b = json!({"priority": 5, "content": {"role": "user", "text": "hi"}});
-        let c = json!({"priority": 5, "content": {"role": "user", "text": "hi!"}});
-        assert_eq!(fingerprint(&a), fingerprint(&b));
-        assert_ne!(fingerprint(&a), fingerprint(&c));
-        assert_eq!(fingerprint(&a).len(), 64);
     }
 }

@@ -123,7 +123,7 @@ impl Store {
             .bind(&m.memory_id)
             .fetch_optional(&mut *tx)
             .await?;
-        let outcome = insert_memory(&mut *tx, m, twin.map(|(id,)| id)).await?;
+        let outcome = insert_memory(&mut tx, m, twin.map(|(id,)| id)).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -287,7 +287,9 @@ async fn insert_memory(
         }));
     }
     // The id or key is taken: the earlier row, if it was made by the same write.
-    let row: Option<(String, DateTime<Utc>, Option<String>, Option<String>)> = sqlx::query_as(
+    /// The taken row: id, time, fingerprint, twin.
+    type Taken = (String, DateTime<Utc>, Option<String>, Option<String>);
+    let row: Option<Taken> = sqlx::query_as(
         "SELECT memory_id, created_at, request_fingerprint, twin_of FROM memory_entries
          WHERE memory_id = $1 OR idempotency_key = $2 LIMIT 1",
     )

@@ -43,6 +43,17 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
         let decision = req.get("decision").cloned().unwrap_or(Value::Null);
         ("decision", json!({"text": decision}))
     };
+    Verdict::Mirror(in_session(sid, memory_type, content))
+}
+
+pub fn summary(sid: &str, summary: &Map<String, Value>) -> Mirror {
+    let mut content = summary.clone();
+    content.remove("key_decisions");
+    in_session(sid.to_owned(), "summary", Value::Object(content))
+}
+
+/// One memory in a contextual session, which may not exist yet.
+fn in_session(sid: String, memory_type: &str, content: Value) -> Mirror {
     let ops = vec![
         MirrorOp::EnsureSession {
             session_id: sid.clone(),
@@ -60,5 +71,5 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
             memory_id: None,
         },
     ];
-    Verdict::Mirror(Mirror { key: sid, ops })
+    Mirror { key: sid, ops }
 }

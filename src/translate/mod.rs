@@ -237,7 +237,8 @@ impl MirrorOp {
     }
 }
 
-fn micros(t: DateTime<Utc>) -> String {
+/// A time as the orchestrator takes it: RFC 3339, UTC, to the microsecond.
+pub fn micros(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -255,6 +256,35 @@ pub fn translate(profile: Profile, request: &[u8], reply: &[u8]) -> Verdict {
         Profile::ContextualMemory => contextual::translate(action, &req, &reply),
         Profile::JarvisMemory => jarvis::translate(action, &req, &reply),
     }
+}
+
+/// The verdict on a write the agent is known to have accepted: a record of its store, given
+/// as the request that made it (see [`crate::legacy`]). The translation is the mirror's,
+/// with the agent's own success reply.
+pub fn accepted(profile: Profile, request: &Map<String, Value>) -> Verdict {
+    let Some(action) = request.get("action").and_then(Value::as_str) else {
+        return Verdict::NotAWrite;
+    };
+    match profile {
+        Profile::SessionMemory => {
+            let reply = json!({"status": "success",
+                "session_id": request.get("session_id"), "request_id": ""});
+            session::translate(action, request, &reply)
+        }
+        Profile::ContextualMemory => {
+            let reply = json!({"status": "error", "message": contextual::SAVED});
+            contextual::translate(action, request, &reply)
+        }
+        Profile::JarvisMemory => jarvis::translate(action, request, &json!({"status": "ok"})),
+    }
+}
+
+/// A contextual session's summary — what the agent derived from interactions it may no
+/// longer keep (`code_context`, `conversation_summary`, `errors_encountered`,
+/// `last_updated`; the key decisions are imported as the decisions they were) — as one
+/// `summary` memory of the session.
+pub fn contextual_summary(session_id: &str, summary: &Map<String, Value>) -> Mirror {
+    contextual::summary(session_id, summary)
 }
 
 /// The key a request of `profile` is bucketed and ordered by, from the request alone (the
