@@ -88,6 +88,7 @@ pub mod outbox;
 pub mod profile;
 pub mod proxy;
 pub mod pyjson;
+pub mod reconcile;
 pub mod rollout;
 pub mod shutdown;
 pub mod store;

@@ -82,6 +82,33 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         max_attempts: u32,
     },
+    /// Compare a legacy agent's store with the orchestrator, entity by entity, and write a
+    /// report (Markdown and JSON). Exit 0: no inconsistencies (legacy drift aside); 2: some
+    /// (after --repair: some remain); 1: failed.
+    Reconcile {
+        /// The agent, as named in the configuration's [[agents]].
+        #[arg(long)]
+        agent: String,
+        /// The agent's store: its file, or the agent's working directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Make the orchestrator match legacy (refused once the orchestrator takes writes
+        /// first), then compare again to verify.
+        #[arg(long)]
+        repair: bool,
+        /// Where the report files go (default: <[mirror] data_dir>/reports).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// How far apart a legacy time and the orchestrator's may be for one record.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        match_window: std::time::Duration,
+        /// Differences of each class listed in the Markdown report.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// The rollout's flags file.
     Flags {
         #[command(subcommand)]
@@ -221,6 +248,70 @@ fn main() -> ExitCode {
                     if summary.is_interrupted() {
                         ExitCode::FAILURE
                     } else if summary.is_complete() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(2)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("memshift: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Reconcile {
+            agent,
+            from,
+            repair,
+            out,
+            json,
+            match_window,
+            limit,
+        } => {
+            memshift::telemetry::init(&config.log);
+            let args = memshift::app::reconcile::Args {
+                agent,
+                from,
+                repair,
+                out,
+                match_window,
+                limit,
+            };
+            let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+                return ExitCode::FAILURE;
+            };
+            match runtime.block_on(memshift::app::reconcile::run(&config, &args)) {
+                Ok(done) => {
+                    let r = &done.report;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
+                    } else {
+                        if let Some(before) = &done.before_repair {
+                            println!(
+                                "found {} inconsistencies; repair: {} operations sent, {} failed",
+                                before.inconsistencies(),
+                                r.repaired,
+                                r.repair_failed
+                            );
+                        }
+                        println!(
+                            "{}: {} inconsistencies, {} legacy drift ({} legacy / {} orchestrator entities compared)",
+                            r.agent,
+                            r.inconsistencies(),
+                            r.count(memshift::reconcile::Class::LegacyDrift),
+                            r.legacy_entities,
+                            r.orchestrator_entities
+                        );
+                        for class in memshift::reconcile::Class::ALL {
+                            println!("  {:<24} {}", class.as_str(), r.count(class));
+                        }
+                        println!(
+                            "report: {} and {}",
+                            done.markdown.display(),
+                            done.json.display()
+                        );
+                    }
+                    if r.inconsistencies() == 0 {
                         ExitCode::SUCCESS
                     } else {
                         ExitCode::from(2)

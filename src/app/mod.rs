@@ -7,6 +7,7 @@ pub mod flags;
 mod orchestrator;
 pub mod outbox;
 mod proxy;
+pub mod reconcile;
 
 pub use orchestrator::run_orchestrator;
 pub use proxy::run_proxy;

@@ -105,7 +105,9 @@ pub fn prepare(agent: &str, profile: Profile, group: Group) -> Batch {
                     });
                 }
                 // A store holds what is there, never a deletion.
-                MirrorOp::DeleteMemories { .. } | MirrorOp::EndSession { .. } => {
+                MirrorOp::DeleteMemories { .. }
+                | MirrorOp::EndSession { .. }
+                | MirrorOp::DeleteMemory { .. } => {
                     batch.skipped.push((record.kind, "not_an_import"));
                 }
             }

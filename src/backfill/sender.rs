@@ -255,7 +255,14 @@ impl Sender {
             else {
                 continue; // the answer to a try already given up on
             };
-            match crate::api::failure(&reply) {
+            let op = self
+                .jobs
+                .get(&flight.job)
+                .and_then(|j| j.batch.ops().nth(flight.op))
+                .map(|p| &p.op);
+            let failure = crate::api::failure(&reply)
+                .filter(|f| op.is_none_or(|op| !op.done_despite(f.code)));
+            match failure {
                 None => {
                     let data = &reply["data"];
                     let outcome = if data.get("twin_of").is_some() {

@@ -156,6 +156,13 @@ fn drifted(profile: Profile, legacy: &Value, shadow: &Value) -> bool {
     profile == Profile::SessionMemory && empty(legacy) == Some(true) && empty(shadow) == Some(false)
 }
 
+/// The paths where `a` and `b` differ (at most a few dozen), such as `content.text`.
+pub fn paths(a: &Value, b: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    diff(a, b, String::new(), &mut out);
+    out
+}
+
 /// Appends the paths where `a` and `b` differ.
 fn diff(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
     if out.len() >= MAX_PATHS {

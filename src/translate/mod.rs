@@ -59,6 +59,8 @@ pub enum MirrorOp {
     },
     /// `end_session` with `archive`: the legacy session is gone.
     EndSession { session_id: String },
+    /// `delete` of one memory: a row legacy does not have (a reconcile's repair).
+    DeleteMemory { memory_id: String },
 }
 
 /// A successful legacy write and its mirror.
@@ -123,6 +125,7 @@ impl MirrorOp {
             MirrorOp::CreateMemory { .. } => Action::Create.name(),
             MirrorOp::DeleteMemories { .. } => Action::BulkDelete.name(),
             MirrorOp::EndSession { .. } => Action::EndSession.name(),
+            MirrorOp::DeleteMemory { .. } => Action::Delete.name(),
         }
     }
 
@@ -208,14 +211,23 @@ impl MirrorOp {
                 session_id: Some(session_id.clone()),
                 payload: json!({"archive": true}),
             },
+            MirrorOp::DeleteMemory { memory_id } => Call {
+                action: Action::Delete,
+                session_id: None,
+                payload: json!({"memory_id": memory_id}),
+            },
         }
     }
 
     /// Whether the orchestrator refusing this op with `code` still leaves things as the
     /// legacy write did: ending a session that is not there (legacy deletes unknown
-    /// sessions without complaint).
+    /// sessions without complaint), deleting a memory that is gone.
     pub fn done_despite(&self, code: &str) -> bool {
-        code == "session_not_found" && matches!(self, MirrorOp::EndSession { .. })
+        match self {
+            MirrorOp::EndSession { .. } => code == "session_not_found",
+            MirrorOp::DeleteMemory { .. } => code == "memory_not_found",
+            _ => false,
+        }
     }
 
     /// Gives the memories this op creates the ids `ids` hands out (in order), so that two

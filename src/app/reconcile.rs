@@ -1,0 +1,157 @@
+//! `memshift reconcile`: compares, repairs if asked (then compares again to verify), writes
+//! the report files and records the run for `memshift report`.
+
+use crate::backfill::{self, Finished, Outcome, Sender};
+use crate::config::Config;
+use crate::reconcile::{self, Options, Report};
+use crate::store::{Store, VectorIndex};
+use crate::translate::Origin;
+use anyhow::{Context as _, bail};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Args {
+    pub agent: String,
+    pub from: PathBuf,
+    pub repair: bool,
+    /// Where the report files go (default `<data_dir>/reports`).
+    pub out: Option<PathBuf>,
+    pub match_window: Duration,
+    /// Differences of each class listed in the Markdown report.
+    pub limit: usize,
+}
+
+/// What a run produced.
+pub struct Reconciled {
+    /// The final comparison (after repair and verification, with `--repair`).
+    pub report: Report,
+    /// The first comparison, when a repair followed it.
+    pub before_repair: Option<Report>,
+    pub markdown: PathBuf,
+    pub json: PathBuf,
+}
+
+/// Runs a reconciliation.
+///
+/// # Errors
+/// An unknown agent, a repair in a stage where the orchestrator is the source of truth, an
+/// unreadable store, a database or file failure.
+pub async fn run(config: &Config, args: &Args) -> anyhow::Result<Reconciled> {
+    let agent = super::backfill::agent(config, &args.agent)?;
+    if args.repair {
+        refuse_repair_past_live(config, &agent.name)?;
+    }
+    let url = config.database.resolve_url().map_err(anyhow::Error::msg)?;
+    let vectors = VectorIndex::new(&config.embedding.model, config.embedding.dimension);
+    let store = Store::connect_lazy(url.expose(), &config.database, vectors)?;
+    let options = Options {
+        agent: agent.name.clone(),
+        profile: agent.profile,
+        from: args.from.clone(),
+        match_window: args.match_window,
+    };
+    let mut report = reconcile::run(&options, store.pool()).await?;
+    let mut before_repair = None;
+    if args.repair && !report.repairs.is_empty() {
+        let batches = std::mem::take(&mut report.repairs);
+        let settings = backfill::Settings {
+            endpoint: config.mirror.orchestrator.as_str().to_owned(),
+            window: 32,
+            timeout: config.mirror.timeout,
+            max_attempts: 8,
+            give_up: Duration::from_secs(60),
+            origin: Origin::Backfill {
+                match_window: args.match_window,
+            },
+        };
+        let (sent, failed) = tokio::task::spawn_blocking(move || send(settings, batches))
+            .await
+            .context("the repair sender panicked")??;
+        let mut verified = reconcile::run(&options, store.pool()).await?;
+        verified.repaired = sent;
+        verified.repair_failed = failed;
+        report.repaired = sent;
+        report.repair_failed = failed;
+        before_repair = Some(std::mem::replace(&mut report, verified));
+    }
+    reconcile::record(store.pool(), before_repair.as_ref().unwrap_or(&report)).await?;
+    if before_repair.is_some() {
+        reconcile::record(store.pool(), &report).await?;
+    }
+    store.close().await;
+
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| config.mirror.data_dir.join("reports"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stem = format!(
+        "reconcile-{}-{}",
+        report.agent,
+        reconcile::stamp(report.started_at)
+    );
+    let markdown = dir.join(format!("{stem}.md"));
+    let json = dir.join(format!("{stem}.json"));
+    let mut text = String::new();
+    if let Some(before) = &before_repair {
+        text.push_str(&before.markdown(args.limit));
+        text.push_str("\n---\n\n## After the repair\n\n");
+    }
+    text.push_str(&report.markdown(args.limit));
+    std::fs::write(&markdown, text).with_context(|| format!("writing {}", markdown.display()))?;
+    let body = serde_json::json!({"before_repair": before_repair, "report": report});
+    std::fs::write(&json, serde_json::to_string_pretty(&body)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    Ok(Reconciled {
+        report,
+        before_repair,
+        markdown,
+        json,
+    })
+}
+
+/// Legacy is the source of truth until the orchestrator takes writes first; from then on a
+/// repair toward legacy's state would undo writes legacy has not replayed yet.
+fn refuse_repair_past_live(config: &Config, agent: &str) -> anyhow::Result<()> {
+    let Some(path) = &config.rollout.flags else {
+        return Ok(());
+    };
+    let flags = crate::rollout::load_file(path)?.agent(agent);
+    if flags.stage.writes_first_to_orchestrator() {
+        bail!(
+            "{agent} is in stage {}: the orchestrator takes writes first, so legacy is not the \
+             source of truth and --repair would undo writes; reconcile without --repair",
+            flags.stage
+        );
+    }
+    Ok(())
+}
+
+/// Sends the repairs; returns how many operations succeeded and how many did not.
+fn send(settings: backfill::Settings, batches: Vec<backfill::Batch>) -> anyhow::Result<(u64, u64)> {
+    let mut sender = Sender::new(settings)?;
+    let (mut sent, mut failed) = (0, 0);
+    let mut pending = batches.into_iter();
+    loop {
+        while sender.has_room() {
+            match pending.next() {
+                Some(batch) => sender.admit(batch),
+                None => break,
+            }
+        }
+        if sender.is_idle() && pending.len() == 0 {
+            break;
+        }
+        sender.turn(Duration::from_millis(50))?;
+        for Finished { outcomes, .. } in sender.take_finished() {
+            for o in outcomes {
+                match o {
+                    Outcome::Rejected(_) | Outcome::Failed(_) => failed += 1,
+                    _ => sent += 1,
+                }
+            }
+        }
+    }
+    Ok((sent, failed))
+}

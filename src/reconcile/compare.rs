@@ -1,0 +1,443 @@
+//! One group compared: what the legacy store holds (as the backfill would import it)
+//! against what the orchestrator holds, entity by entity.
+
+use super::{Class, Difference};
+use crate::backfill::{Batch, Prepared};
+use crate::legacy::{Kind, Section};
+use crate::translate::{MirrorOp, micros};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The contextual agent keeps this many interactions per session.
+pub const CONTEXTUAL_CAP: usize = 50;
+
+/// The session agent deletes sessions idle for longer than this (checked every minute).
+pub const SESSION_EXPIRY: Duration = Duration::from_secs(3600 + 60);
+
+/// A memory as the orchestrator holds it (active, not a twin).
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct Row {
+    pub memory_id: String,
+    pub memory_type: String,
+    pub content: sqlx::types::Json<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A session as the orchestrator holds it.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct SessionRow {
+    pub user_id: Option<String>,
+    pub metadata: sqlx::types::Json<Value>,
+    pub is_archived: bool,
+    /// The newest of its creation and its memories' times.
+    pub last_activity: DateTime<Utc>,
+}
+
+/// What one comparison found, and the operations that make the orchestrator match legacy.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub differences: Vec<Difference>,
+    pub repairs: Vec<Prepared>,
+    /// Entities compared on each side.
+    pub legacy: u64,
+    pub orchestrator: u64,
+}
+
+impl Found {
+    fn differ(&mut self, d: Difference) {
+        self.differences.push(d);
+    }
+}
+
+/// A memory legacy holds, as it would be imported.
+struct Expected<'b> {
+    prepared: &'b Prepared,
+    memory_type: &'b str,
+    content: &'b Value,
+}
+
+/// Compares a legacy group with the orchestrator's session (when the group has a session
+/// row of its own) and memories for the same key and section.
+pub fn group(
+    batch: &Batch,
+    session: Option<&SessionRow>,
+    rows: Vec<Row>,
+    window: Duration,
+) -> Found {
+    let mut found = Found::default();
+    let at = |p: &Prepared| Some(micros(p.at));
+    let base = |class, entity: &'static str| Difference {
+        class,
+        section: batch.section,
+        key: batch.key.clone(),
+        entity,
+        legacy_time: None,
+        memory_id: None,
+        paths: Vec::new(),
+        reason: None,
+        repairable: true,
+    };
+
+    // The session row, for the agent whose sessions are entities of their own.
+    if let Some(row_ensure) = batch.ensures.iter().find(|e| e.kind == Kind::Session) {
+        found.legacy += 1;
+        match session {
+            None => {
+                found.differ(Difference {
+                    legacy_time: at(row_ensure),
+                    ..base(Class::MissingInOrchestrator, "session")
+                });
+                found.repairs.push(row_ensure.clone());
+            }
+            Some(s) => {
+                found.orchestrator += 1;
+                let paths = session_paths(&row_ensure.op, s);
+                if !paths.is_empty() {
+                    // The API completes sessions but never overwrites them.
+                    found.differ(Difference {
+                        legacy_time: at(row_ensure),
+                        paths,
+                        repairable: false,
+                        ..base(Class::Different, "session")
+                    });
+                }
+            }
+        }
+    }
+
+    let mut expected: Vec<Expected> = batch
+        .creates
+        .iter()
+        .filter_map(|p| match &p.op {
+            MirrorOp::CreateMemory {
+                memory_type,
+                content,
+                ..
+            } => Some(Expected {
+                prepared: p,
+                memory_type,
+                content,
+            }),
+            _ => None,
+        })
+        .collect();
+    found.legacy += expected.len() as u64;
+    let mut actual = summaries_in_question(&expected, rows);
+    found.orchestrator += actual.len() as u64;
+    expected.sort_by_key(|e| e.prepared.at);
+    actual.sort_by_key(|r| r.created_at);
+
+    // 1. The same memory on both sides: equal type and content, paired in time order
+    //    within the window first (a record repeated word for word stays paired with its
+    //    own time), then the rest of each such group in order: the same content at
+    //    another time.
+    let mut by_content: BTreeMap<(String, String), (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    for (i, e) in expected.iter().enumerate() {
+        let k = (e.memory_type.to_owned(), canonical(e.content));
+        by_content.entry(k).or_default().0.push(i);
+    }
+    for (j, r) in actual.iter().enumerate() {
+        let k = (r.memory_type.clone(), canonical(&r.content));
+        if let Some(slot) = by_content.get_mut(&k) {
+            slot.1.push(j);
+        }
+    }
+    let mut matched_e = vec![false; expected.len()];
+    let mut matched_a = vec![false; actual.len()];
+    for (es, rs) in by_content.values() {
+        let (mut x, mut y) = (0, 0);
+        while x < es.len() && y < rs.len() {
+            let (e, r) = (&expected[es[x]], &actual[rs[y]]);
+            if within(e.prepared.at, r.created_at, window) {
+                matched_e[es[x]] = true;
+                matched_a[rs[y]] = true;
+                x += 1;
+                y += 1;
+            } else if e.prepared.at < r.created_at {
+                x += 1;
+            } else {
+                y += 1;
+            }
+        }
+        let left_e: Vec<usize> = es.iter().copied().filter(|&i| !matched_e[i]).collect();
+        let left_a: Vec<usize> = rs.iter().copied().filter(|&j| !matched_a[j]).collect();
+        for (i, j) in left_e.into_iter().zip(left_a) {
+            matched_e[i] = true;
+            matched_a[j] = true;
+            let (e, r) = (&expected[i], &actual[j]);
+            {
+                found.differ(Difference {
+                    legacy_time: at(e.prepared),
+                    memory_id: Some(r.memory_id.clone()),
+                    paths: vec!["created_at".into()],
+                    ..base(Class::Different, e.prepared.kind.as_str())
+                });
+                replace(&mut found, e.prepared, &r.memory_id);
+            }
+        }
+    }
+
+    // 2. The same moment with different contents: one memory that differs.
+    for (i, e) in expected.iter().enumerate() {
+        if matched_e[i] {
+            continue;
+        }
+        let nearest = actual
+            .iter()
+            .enumerate()
+            .filter(|(j, r)| {
+                !matched_a[*j]
+                    && r.memory_type == e.memory_type
+                    && within(e.prepared.at, r.created_at, window)
+            })
+            .min_by_key(|(_, r)| (r.created_at - e.prepared.at).abs());
+        if let Some((j, r)) = nearest {
+            matched_e[i] = true;
+            matched_a[j] = true;
+            found.differ(Difference {
+                legacy_time: at(e.prepared),
+                memory_id: Some(r.memory_id.clone()),
+                paths: crate::compare::paths(e.content, &r.content)
+                    .into_iter()
+                    .map(|p| format!("content.{p}"))
+                    .collect(),
+                ..base(Class::Different, e.prepared.kind.as_str())
+            });
+            replace(&mut found, e.prepared, &r.memory_id);
+        }
+    }
+
+    // 3. What only legacy has.
+    for (i, e) in expected.iter().enumerate() {
+        if !matched_e[i] {
+            found.differ(Difference {
+                legacy_time: at(e.prepared),
+                ..base(Class::MissingInOrchestrator, e.prepared.kind.as_str())
+            });
+            found.repairs.extend(needed_ensure(batch, e.prepared));
+            found.repairs.push(reimport(e.prepared));
+        }
+    }
+
+    // 4. What only the orchestrator has: legacy's own forgetting, or a real difference.
+    let interactions = expected
+        .iter()
+        .filter(|e| e.prepared.kind == Kind::Interaction)
+        .count();
+    let oldest_kept = expected.first().map(|e| e.prepared.at);
+    for (j, r) in actual.iter().enumerate() {
+        if matched_a[j] {
+            continue;
+        }
+        let capped = batch.section == Section::Interactions
+            && interactions >= CONTEXTUAL_CAP
+            && oldest_kept.is_some_and(|oldest| r.created_at < oldest);
+        found.differ(orchestrator_only(batch.section, &batch.key, r, capped));
+        if !capped {
+            found.repairs.push(delete(r));
+        }
+    }
+    found
+        .repairs
+        .sort_by_key(|p| !matches!(p.op, MirrorOp::EnsureSession { .. }));
+    found.repairs.dedup();
+    found
+}
+
+/// A key only the orchestrator has. A session that legacy expired (idle past the agent's
+/// limit) is legacy's own forgetting; anything else is a real difference.
+pub fn key_only_in_orchestrator(
+    profile: crate::profile::Profile,
+    section: Section,
+    key: &str,
+    session: Option<&SessionRow>,
+    rows: &[Row],
+    now: DateTime<Utc>,
+) -> Found {
+    let mut found = Found::default();
+    let expired = session.is_some_and(|s| {
+        !s.is_archived
+            && s.last_activity + chrono::Duration::from_std(SESSION_EXPIRY).unwrap_or_default()
+                < now
+    });
+    if let Some(s) = session.filter(|s| !s.is_archived) {
+        found.orchestrator += 1;
+        found.differ(Difference {
+            class: if expired {
+                Class::LegacyDrift
+            } else {
+                Class::MissingInLegacy
+            },
+            section,
+            key: key.to_owned(),
+            entity: "session",
+            legacy_time: None,
+            memory_id: None,
+            paths: Vec::new(),
+            reason: expired.then_some("expired"),
+            repairable: true,
+        });
+        if !expired {
+            // What the agent's `delete_session` would have mirrored.
+            let request = json!({"action": "delete_session", "session_id": key});
+            if let (Some(request), crate::legacy::Section::Session) = (request.as_object(), section)
+                && let crate::translate::Verdict::Mirror(m) =
+                    crate::translate::accepted(profile, request)
+            {
+                for op in m.ops {
+                    found.repairs.push(Prepared {
+                        op,
+                        at: s.last_activity,
+                        kind: Kind::Session,
+                    });
+                }
+            }
+        }
+    }
+    for r in rows {
+        found.orchestrator += 1;
+        let mut d = orchestrator_only(section, key, r, false);
+        if expired {
+            d.class = Class::LegacyDrift;
+            d.reason = Some("expired");
+        } else if session.is_none_or(|s| s.is_archived) {
+            found.repairs.push(delete(r));
+        }
+        found.differ(d);
+    }
+    found
+}
+
+fn orchestrator_only(section: Section, key: &str, r: &Row, capped: bool) -> Difference {
+    Difference {
+        class: if capped {
+            Class::LegacyDrift
+        } else {
+            Class::MissingInLegacy
+        },
+        section,
+        key: key.to_owned(),
+        entity: entity_of(&r.memory_type),
+        legacy_time: None,
+        memory_id: Some(r.memory_id.clone()),
+        paths: Vec::new(),
+        reason: capped.then_some("capped"),
+        repairable: !capped,
+    }
+}
+
+/// The legacy entity a memory type stands for.
+fn entity_of(memory_type: &str) -> &'static str {
+    match memory_type {
+        "decision" => Kind::Decision.as_str(),
+        "summary" => Kind::Summary.as_str(),
+        "interaction" => Kind::Memory.as_str(),
+        _ => Kind::Interaction.as_str(),
+    }
+}
+
+/// Only the summary legacy holds now matters: the orchestrator keeps every summary a
+/// backfill imported, and the older ones are history, not differences.
+fn summaries_in_question(expected: &[Expected], rows: Vec<Row>) -> Vec<Row> {
+    let wanted = expected.iter().find(|e| e.memory_type == "summary");
+    let (summaries, mut rest): (Vec<Row>, Vec<Row>) =
+        rows.into_iter().partition(|r| r.memory_type == "summary");
+    if let Some(wanted) = wanted {
+        let same = summaries.iter().find(|r| r.content.0 == *wanted.content);
+        let newest = summaries.iter().max_by_key(|r| r.created_at);
+        rest.extend(same.or(newest).cloned());
+    }
+    rest
+}
+
+/// The session a repaired memory goes into, made sure of first.
+fn needed_ensure(batch: &Batch, p: &Prepared) -> Option<Prepared> {
+    let MirrorOp::CreateMemory {
+        session_id: Some(sid),
+        ..
+    } = &p.op
+    else {
+        return None;
+    };
+    batch
+        .ensures
+        .iter()
+        .find(|e| matches!(&e.op, MirrorOp::EnsureSession { session_id, .. } if session_id == sid))
+        .cloned()
+}
+
+/// A missing record imported again under an id of its own: its backfill id may name a row
+/// that was deleted since (a create never brings a deleted row back, so that a late retry
+/// cannot undo a deletion). A later run finds the new row, so it is made once.
+fn reimport(p: &Prepared) -> Prepared {
+    let mut p = p.clone();
+    if let Some(id) = p.op.memory_id() {
+        let repaired = uuid::Uuid::new_v5(&REPAIR_NAMESPACE, id.as_bytes()).to_string();
+        p.op.pin_ids(&mut std::iter::once(repaired));
+    }
+    p
+}
+
+/// Namespace of the ids of re-imported records.
+const REPAIR_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d656d73_6869_6674_8000_726570616972);
+
+/// Legacy's version in, the orchestrator's out.
+fn replace(found: &mut Found, legacy: &Prepared, memory_id: &str) {
+    found.repairs.push(reimport(legacy));
+    found.repairs.push(Prepared {
+        op: MirrorOp::DeleteMemory {
+            memory_id: memory_id.to_owned(),
+        },
+        at: legacy.at,
+        kind: legacy.kind,
+    });
+}
+
+fn delete(r: &Row) -> Prepared {
+    Prepared {
+        op: MirrorOp::DeleteMemory {
+            memory_id: r.memory_id.clone(),
+        },
+        at: r.created_at,
+        kind: Kind::Memory,
+    }
+}
+
+/// Where a legacy session row and the orchestrator's session differ.
+fn session_paths(op: &MirrorOp, s: &SessionRow) -> Vec<String> {
+    let MirrorOp::EnsureSession {
+        user_id, metadata, ..
+    } = op
+    else {
+        return Vec::new();
+    };
+    let mut paths = Vec::new();
+    if s.is_archived {
+        paths.push("is_archived".to_owned());
+    }
+    if *user_id != s.user_id {
+        paths.push("user_id".to_owned());
+    }
+    let mut theirs = s.metadata.0.clone();
+    if let Some(m) = theirs.as_object_mut() {
+        m.remove("session_type");
+    }
+    paths.extend(
+        crate::compare::paths(metadata, &theirs)
+            .into_iter()
+            .map(|p| format!("metadata.{p}")),
+    );
+    paths
+}
+
+fn within(a: DateTime<Utc>, b: DateTime<Utc>, window: Duration) -> bool {
+    (a - b).abs().to_std().unwrap_or(Duration::MAX) <= window
+}
+
+/// A JSON value's text with object keys sorted: equal for equal values (PostgreSQL's
+/// `jsonb` does not keep key order).
+fn canonical(v: &Value) -> String {
+    crate::api::fingerprint(v)
+}
