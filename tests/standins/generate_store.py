@@ -91,6 +91,8 @@ def contextual_memory(agent, rng, n):
     return {"sessions": len(agent.sessions),
             "interactions": sum(len(v) for v in agent.sessions.values()),
             "summaries": len(agent.summaries),
+            # Rebuilt past the cap: more than the key decisions.
+            "rebuilt_summaries": sum(1 for s in agent.summaries.values() if set(s) - {"key_decisions"}),
             "decisions": sum(len(s.get("key_decisions", [])) for s in agent.summaries.values())}
 
 
