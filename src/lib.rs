@@ -10,7 +10,10 @@
 //!   (what a legacy write means for the orchestrator), [`flags`] (stages and percentages,
 //!   stable key buckets), [`config`] (loading and validation).
 //! - middle: [`proxy`] (the forwarding threads), [`outbox`] (the durable SQLite queue of
-//!   mirrored operations), [`mirror`] (outbox writer and deliverer threads), [`store`]
+//!   mirrored operations), [`mirror`] (outbox writer and deliverer threads), [`legacy`]
+//!   (the legacy agents' own stores, read one key at a time), [`backfill`] (imports a store
+//!   through the mirror's translation), [`reconcile`] (a store against the orchestrator's
+//!   database), [`store`]
 //!   (PostgreSQL + pgvector: pool,
 //!   migrations, queries), [`embed`] (embedding providers and the worker), [`orchestrator`]
 //!   (the orchestrator's socket thread, dispatcher and actions), [`rollout`] (the flags in
@@ -18,8 +21,8 @@
 //!   [`metrics`], [`http`] (`/metrics`, `/healthz`), [`wakeup`], [`telemetry`],
 //!   [`shutdown`].
 //! - top: [`app`] (the `memshift proxy` and `memshift orchestrator` processes, the
-//!   `memshift outbox` and `memshift flags check` commands); the binary in `src/main.rs`
-//!   is the CLI.
+//!   `memshift outbox`, `flags check`, `backfill` and `reconcile` commands); the binary in
+//!   `src/main.rs` is the CLI.
 //!
 //! # The life of one request through the proxy
 //! 1. A client's REQ or DEALER sends one frame to the agent's old port, where the proxy's
