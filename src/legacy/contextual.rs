@@ -2,12 +2,10 @@
 //! `{"sessions": {"<sid>": [interaction, …newest first]}, "summaries": {"<sid>": summary}}`.
 //! A missing session id is stored under `"null"`, and read back as that key.
 
-use super::json_stream::{Counting, Members, read_object};
-use super::{Group, Kind, LegacyError, Position, Record, Section, Unreadable, epoch, format_error};
+use super::json_stream::{JsonFile, Members, finish, read_object};
+use super::{Group, Kind, LegacyError, Position, Record, Section, Unreadable, epoch};
 use serde_json::{Map, Value, json};
-use std::io::BufReader;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 const WHAT: &str = "contextual_memory";
 
@@ -15,17 +13,8 @@ pub fn read(
     path: &Path,
     mut each: impl FnMut(Group, Position) -> anyhow::Result<()>,
 ) -> Result<(), LegacyError> {
-    let io = |source| LegacyError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let total = file.metadata().map_err(io)?.len();
-    let (counting, done) = Counting::new(file);
-    let position = || Position {
-        done: done.load(Ordering::Relaxed),
-        total,
-    };
+    let file = JsonFile::open(path)?;
+    let position = file.position();
     // Both sections hand their groups to the one callback.
     let each = std::cell::RefCell::new(&mut each);
     let mut sessions = |sid: String, list: Value| {
@@ -36,17 +25,14 @@ pub fn read(
         let group = summary_group(sid, &summary);
         (each.borrow_mut())(group, position())
     };
-    read_object(
-        BufReader::new(counting),
+    let read = read_object(
+        file.reader,
         Members::Sections(vec![
             ("sessions", Members::Each(&mut sessions)),
             ("summaries", Members::Each(&mut summaries)),
         ]),
-    )
-    .map_err(|e| match e {
-        Ok(stopped) => LegacyError::Stopped(stopped),
-        Err(syntax) => format_error(path, WHAT, syntax),
-    })
+    );
+    finish(read, path, WHAT)
 }
 
 fn interactions(sid: String, list: &Value) -> Group {

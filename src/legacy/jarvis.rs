@@ -2,12 +2,10 @@
 //! `{"<user_id>": [{"timestamp": <epoch float>, "memory": <any JSON>}, …oldest first]}`.
 //! A user whose memories were cleared keeps an empty list.
 
-use super::json_stream::{Counting, Members, read_object};
-use super::{Group, Kind, LegacyError, Position, Record, Section, Unreadable, epoch, format_error};
+use super::json_stream::{JsonFile, Members, finish, read_object};
+use super::{Group, Kind, LegacyError, Position, Record, Section, Unreadable, epoch};
 use serde_json::{Map, Value, json};
-use std::io::BufReader;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 const WHAT: &str = "jarvis_memory";
 
@@ -15,25 +13,14 @@ pub fn read(
     path: &Path,
     mut each: impl FnMut(Group, Position) -> anyhow::Result<()>,
 ) -> Result<(), LegacyError> {
-    let io = |source| LegacyError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let total = file.metadata().map_err(io)?.len();
-    let (counting, done) = Counting::new(file);
+    let file = JsonFile::open(path)?;
+    let position = file.position();
     let mut users = |user: String, list: Value| {
         let group = memories(user, &list);
-        let position = Position {
-            done: done.load(Ordering::Relaxed),
-            total,
-        };
-        each(group, position)
+        each(group, position())
     };
-    read_object(BufReader::new(counting), Members::Each(&mut users)).map_err(|e| match e {
-        Ok(stopped) => LegacyError::Stopped(stopped),
-        Err(syntax) => format_error(path, WHAT, syntax),
-    })
+    let read = read_object(file.reader, Members::Each(&mut users));
+    finish(read, path, WHAT)
 }
 
 fn memories(user: String, list: &Value) -> Group {

@@ -89,6 +89,54 @@ impl<'de> Visitor<'de> for ObjectSeed<'_, '_> {
     }
 }
 
+/// A store's JSON file, opened for [`read_object`], and how far through it the reading is.
+pub struct JsonFile {
+    pub reader: std::io::BufReader<Counting<std::fs::File>>,
+    done: Arc<AtomicU64>,
+    total: u64,
+}
+
+impl JsonFile {
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: &std::path::Path) -> Result<JsonFile, super::LegacyError> {
+        let io = |source| super::LegacyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let total = file.metadata().map_err(io)?.len();
+        let (counting, done) = Counting::new(file);
+        Ok(JsonFile {
+            reader: std::io::BufReader::new(counting),
+            done,
+            total,
+        })
+    }
+
+    /// A handle on the position, for the callbacks while the reader is borrowed.
+    pub fn position(&self) -> impl Fn() -> super::Position + use<> {
+        let (done, total) = (self.done.clone(), self.total);
+        move || super::Position {
+            done: done.load(Ordering::Relaxed),
+            total,
+        }
+    }
+}
+
+/// [`read_object`]'s outcome as a store reader's: the caller's error, or a format error
+/// naming the file and the agent whose store it should be.
+pub fn finish(
+    result: Result<(), Result<anyhow::Error, serde_json::Error>>,
+    path: &std::path::Path,
+    what: &'static str,
+) -> Result<(), super::LegacyError> {
+    result.map_err(|e| match e {
+        Ok(stopped) => super::LegacyError::Stopped(stopped),
+        Err(syntax) => super::format_error(path, what, syntax),
+    })
+}
+
 /// A reader that counts the bytes read through it (for progress).
 pub struct Counting<R> {
     inner: R,
