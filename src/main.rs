@@ -223,7 +223,6 @@ fn main() -> ExitCode {
             give_up,
             max_attempts,
         } => {
-            memshift::telemetry::init(&config.log);
             let args = memshift::app::backfill::Args {
                 agent,
                 from,
@@ -235,29 +234,7 @@ fn main() -> ExitCode {
                 give_up,
                 max_attempts: max_attempts.max(1),
             };
-            match memshift::app::backfill::run(&config, &args) {
-                Ok(summary) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&summary).unwrap_or_default()
-                        );
-                    } else {
-                        print!("{}", summary.render());
-                    }
-                    if summary.is_interrupted() {
-                        ExitCode::FAILURE
-                    } else if summary.is_complete() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(2)
-                    }
-                }
-                Err(e) => {
-                    eprintln!("memshift: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            one_shot(&config, |config| backfill(config, &args, json))
         }
         Command::Reconcile {
             agent,
@@ -268,7 +245,6 @@ fn main() -> ExitCode {
             match_window,
             limit,
         } => {
-            memshift::telemetry::init(&config.log);
             let args = memshift::app::reconcile::Args {
                 agent,
                 from,
@@ -277,63 +253,89 @@ fn main() -> ExitCode {
                 match_window,
                 limit,
             };
-            let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
-                return ExitCode::FAILURE;
-            };
-            match runtime.block_on(memshift::app::reconcile::run(&config, &args)) {
-                Ok(done) => {
-                    let r = &done.report;
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
-                    } else {
-                        if let Some(before) = &done.before_repair {
-                            println!(
-                                "found {} inconsistencies; repair: {} operations sent, {} failed",
-                                before.inconsistencies(),
-                                r.repaired,
-                                r.repair_failed
-                            );
-                        }
-                        println!(
-                            "{}: {} inconsistencies, {} legacy drift ({} legacy / {} orchestrator entities compared)",
-                            r.agent,
-                            r.inconsistencies(),
-                            r.count(memshift::reconcile::Class::LegacyDrift),
-                            r.legacy_entities,
-                            r.orchestrator_entities
-                        );
-                        for class in memshift::reconcile::Class::ALL {
-                            println!("  {:<24} {}", class.as_str(), r.count(class));
-                        }
-                        println!(
-                            "report: {} and {}",
-                            done.markdown.display(),
-                            done.json.display()
-                        );
-                    }
-                    if r.inconsistencies() == 0 {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(2)
-                    }
-                }
-                Err(e) => {
-                    eprintln!("memshift: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            one_shot(&config, |config| reconcile(config, &args, json))
         }
-        Command::Outbox { command } => {
-            memshift::telemetry::init(&config.log);
-            match outbox(&config, command) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("memshift: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Outbox { command } => one_shot(&config, |config| outbox(config, command)),
     }
+}
+
+/// A command that runs once and exits: logging set up, a failure printed (exit 1).
+fn one_shot(
+    config: &Config,
+    command: impl FnOnce(&Config) -> anyhow::Result<ExitCode>,
+) -> ExitCode {
+    memshift::telemetry::init(&config.log);
+    command(config).unwrap_or_else(|e| {
+        eprintln!("memshift: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn backfill(
+    config: &Config,
+    args: &memshift::app::backfill::Args,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let summary = memshift::app::backfill::run(config, args)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(if summary.is_interrupted() {
+        ExitCode::FAILURE
+    } else if summary.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn reconcile(
+    config: &Config,
+    args: &memshift::app::reconcile::Args,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use memshift::reconcile::Class;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let done = runtime.block_on(memshift::app::reconcile::run(config, args))?;
+    let r = &done.report;
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        if let Some(before) = &done.before_repair {
+            println!(
+                "found {} inconsistencies; repair: {} operations sent, {} failed",
+                before.inconsistencies(),
+                r.repaired,
+                r.repair_failed
+            );
+        }
+        println!(
+            "{}: {} inconsistencies, {} legacy drift ({} legacy / {} orchestrator entities compared)",
+            r.agent,
+            r.inconsistencies(),
+            r.count(Class::LegacyDrift),
+            r.legacy_entities,
+            r.orchestrator_entities
+        );
+        for class in Class::ALL {
+            println!("  {:<24} {}", class.as_str(), r.count(class));
+        }
+        println!(
+            "report: {} and {}",
+            done.markdown.display(),
+            done.json.display()
+        );
+    }
+    Ok(if r.inconsistencies() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn outbox(config: &Config, command: OutboxCommand) -> anyhow::Result<ExitCode> {

@@ -55,6 +55,7 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Summary> {
         data_dir: config.mirror.data_dir.clone(),
         restart: args.restart,
         sender: (!args.dry_run).then(|| backfill::Settings {
+            agent: agent.name.clone(),
             endpoint: config.mirror.orchestrator.as_str().to_owned(),
             window: args.window,
             timeout: args.timeout,

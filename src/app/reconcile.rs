@@ -56,6 +56,7 @@ pub async fn run(config: &Config, args: &Args) -> anyhow::Result<Reconciled> {
     if args.repair && !report.repairs.is_empty() {
         let batches = std::mem::take(&mut report.repairs);
         let settings = backfill::Settings {
+            agent: agent.name.clone(),
             endpoint: config.mirror.orchestrator.as_str().to_owned(),
             window: 32,
             timeout: config.mirror.timeout,
@@ -75,9 +76,8 @@ pub async fn run(config: &Config, args: &Args) -> anyhow::Result<Reconciled> {
         report.repair_failed = failed;
         before_repair = Some(std::mem::replace(&mut report, verified));
     }
-    reconcile::record(store.pool(), before_repair.as_ref().unwrap_or(&report)).await?;
-    if before_repair.is_some() {
-        reconcile::record(store.pool(), &report).await?;
+    for run in before_repair.iter().chain([&report]) {
+        reconcile::record(store.pool(), run).await?;
     }
     store.close().await;
 

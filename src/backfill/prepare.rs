@@ -38,6 +38,14 @@ impl Batch {
     pub fn ops(&self) -> impl Iterator<Item = &Prepared> {
         self.ensures.iter().chain(&self.creates)
     }
+
+    /// The `i`th of [`Batch::ops`].
+    pub fn op(&self, i: usize) -> Option<&Prepared> {
+        match i.checked_sub(self.ensures.len()) {
+            None => self.ensures.get(i),
+            Some(j) => self.creates.get(j),
+        }
+    }
 }
 
 /// The operations that import `group` of `agent`'s store: the mirror's translation of each

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 /// How the sender behaves.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The agent whose store is sent (for logs).
+    pub agent: String,
     pub endpoint: String,
     /// Requests in flight at most.
     pub window: usize,
@@ -201,7 +203,7 @@ impl Sender {
             let Some(job) = self.jobs.get(&job_id) else {
                 continue;
             };
-            let prepared = job.batch.ops().nth(op).expect("op index within the batch");
+            let prepared = job.batch.op(op).expect("op index within the batch");
             self.sent += 1;
             let request_id = format!("backfill/{}", self.sent);
             let op_id = format!("backfill/{}/{}/{op}", job.batch.key, job.batch.fingerprint);
@@ -234,31 +236,19 @@ impl Sender {
     }
 
     fn receive(&mut self) {
-        loop {
-            let reply = match link::receive(&self.socket) {
-                Ok(Some(Ok(reply))) => reply,
-                Ok(Some(Err(()))) => {
-                    tracing::warn!("the orchestrator answered something that is not JSON");
-                    continue;
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::error!("receiving from the orchestrator: {e}");
-                    return;
-                }
+        for answer in link::answers(&self.socket, &self.settings.agent, "backfill") {
+            let Ok((request_id, reply)) = answer else {
+                tracing::warn!("the orchestrator answered something that is not JSON");
+                continue;
             };
             self.silent_since = None;
-            let Some(flight) = reply
-                .get("request_id")
-                .and_then(serde_json::Value::as_str)
-                .and_then(|rid| self.flights.remove(rid))
-            else {
+            let Some(flight) = self.flights.remove(&request_id) else {
                 continue; // the answer to a try already given up on
             };
             let op = self
                 .jobs
                 .get(&flight.job)
-                .and_then(|j| j.batch.ops().nth(flight.op))
+                .and_then(|j| j.batch.op(flight.op))
                 .map(|p| &p.op);
             let failure = crate::api::failure(&reply)
                 .filter(|f| op.is_none_or(|op| !op.done_despite(f.code)));

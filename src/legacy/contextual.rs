@@ -3,8 +3,8 @@
 //! A missing session id is stored under `"null"`, and read back as that key.
 
 use super::json_stream::{JsonFile, Members, finish, read_object};
-use super::{Group, Kind, LegacyError, Position, Record, Section, Unreadable, epoch};
-use serde_json::{Map, Value, json};
+use super::{Group, Kind, LegacyError, Position, Record, Section, epoch, request};
+use serde_json::{Value, json};
 use std::path::Path;
 
 const WHAT: &str = "contextual_memory";
@@ -36,88 +36,41 @@ pub fn read(
 }
 
 fn interactions(sid: String, list: &Value) -> Group {
-    let mut group = Group {
-        section: Section::Interactions,
-        key: sid,
-        records: Vec::new(),
-        unreadable: Vec::new(),
-    };
-    let Some(list) = list.as_array() else {
-        group.unreadable.push(Unreadable {
-            kind: Kind::Interaction,
-            reason: "not_a_list",
-        });
-        return group;
-    };
-    for item in list {
-        let Some(item) = item.as_object() else {
-            group.unreadable.push(Unreadable {
-                kind: Kind::Interaction,
-                reason: "not_an_object",
-            });
-            continue;
-        };
-        let Some(at) = item
-            .get("timestamp")
-            .and_then(Value::as_f64)
-            .and_then(epoch)
-        else {
-            group.unreadable.push(Unreadable {
-                kind: Kind::Interaction,
-                reason: "bad_timestamp",
-            });
-            continue;
-        };
-        let mut request = Map::new();
-        request.insert("action".into(), json!("add_interaction"));
-        request.insert("session_id".into(), json!(group.key));
+    let mut group = Group::new(Section::Interactions, sid);
+    group.push_timestamped(Kind::Interaction, list, |sid, item| {
+        let mut request = request([
+            ("action", json!("add_interaction")),
+            ("session_id", json!(sid)),
+        ]);
         for field in ["type", "content", "metadata"] {
             if let Some(v) = item.get(field) {
                 request.insert(field.into(), v.clone());
             }
         }
-        group.records.push(Record {
-            kind: Kind::Interaction,
-            request,
-            at,
-        });
-    }
+        request
+    });
     group
 }
 
 /// A summary: its key decisions, each as the `record_decision` that added it, and the rest
 /// (what rebuilds produced: code and conversation summaries, errors) as one record.
 fn summary_group(sid: String, summary: &Value) -> Group {
-    let mut group = Group {
-        section: Section::Summary,
-        key: sid,
-        records: Vec::new(),
-        unreadable: Vec::new(),
-    };
+    let mut group = Group::new(Section::Summary, sid);
     let Some(summary) = summary.as_object() else {
-        group.unreadable.push(Unreadable {
-            kind: Kind::Summary,
-            reason: "not_an_object",
-        });
+        group.unreadable(Kind::Summary, "not_an_object");
         return group;
     };
-    let decisions = summary.get("key_decisions").and_then(Value::as_array);
-    for d in decisions.into_iter().flatten() {
-        match d.get("timestamp").and_then(Value::as_f64).and_then(epoch) {
-            Some(at) => group.records.push(Record {
-                kind: Kind::Decision,
-                request: json!({"action": "record_decision", "session_id": group.key,
-                    "decision": d.get("decision").cloned().unwrap_or(Value::Null)})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-                at,
-            }),
-            None => group.unreadable.push(Unreadable {
-                kind: Kind::Decision,
-                reason: "bad_timestamp",
-            }),
-        }
+    if let Some(decisions) = summary.get("key_decisions") {
+        group.push_timestamped(Kind::Decision, decisions, |sid, d| {
+            request([
+                ("action", json!("record_decision")),
+                ("session_id", json!(sid)),
+                (
+                    "decision",
+                    d.get("decision").cloned().unwrap_or(Value::Null),
+                ),
+            ])
+        });
     }
     let mut derived = summary.clone();
     derived.remove("key_decisions");
@@ -134,10 +87,7 @@ fn summary_group(sid: String, summary: &Value) -> Group {
             request: derived,
             at,
         }),
-        None => group.unreadable.push(Unreadable {
-            kind: Kind::Summary,
-            reason: "bad_timestamp",
-        }),
+        None => group.unreadable(Kind::Summary, "bad_timestamp"),
     }
     group
 }

@@ -117,6 +117,58 @@ pub struct Group {
     pub unreadable: Vec<Unreadable>,
 }
 
+impl Group {
+    fn new(section: Section, key: String) -> Group {
+        Group {
+            section,
+            key,
+            records: Vec::new(),
+            unreadable: Vec::new(),
+        }
+    }
+
+    fn unreadable(&mut self, kind: Kind, reason: &'static str) {
+        self.unreadable.push(Unreadable { kind, reason });
+    }
+
+    /// The records of a JSON list of `{"timestamp": <epoch float>, …}` objects (how the
+    /// JSON agents keep interactions, memories and key decisions), each made into the
+    /// request that wrote it by `request` (given the group's key and the object).
+    fn push_timestamped(
+        &mut self,
+        kind: Kind,
+        list: &Value,
+        request: impl Fn(&str, &Map<String, Value>) -> Map<String, Value>,
+    ) {
+        let Some(list) = list.as_array() else {
+            return self.unreadable(kind, "not_a_list");
+        };
+        for item in list {
+            let Some(item) = item.as_object() else {
+                self.unreadable(kind, "not_an_object");
+                continue;
+            };
+            match item
+                .get("timestamp")
+                .and_then(Value::as_f64)
+                .and_then(epoch)
+            {
+                Some(at) => self.records.push(Record {
+                    kind,
+                    request: request(&self.key, item),
+                    at,
+                }),
+                None => self.unreadable(kind, "bad_timestamp"),
+            }
+        }
+    }
+}
+
+/// A request object from `(field, value)` pairs.
+fn request<const N: usize>(fields: [(&str, Value); N]) -> Map<String, Value> {
+    fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
 /// How far through the store a reader is, in units of its own (bytes of a JSON file, rows
 /// of a SQLite file).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 //! lock briefly, and the copy restarts by itself if the agent writes meanwhile), and the
 //! copy is read at leisure: sessions and interactions, each in key order, merged.
 
-use super::{Group, Kind, LegacyError, Position, Record, Section, Unreadable, local_iso};
+use super::{Group, Kind, LegacyError, Position, Record, Section, local_iso};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value, json};
 use std::iter::Peekable;
@@ -117,12 +117,7 @@ pub fn read(
             (None, Some(i)) => i,
             (Some(s), Some(i)) => s.min(i),
         };
-        let mut group = Group {
-            section: Section::Session,
-            key: key.clone(),
-            records: Vec::new(),
-            unreadable: Vec::new(),
-        };
+        let mut group = Group::new(Section::Session, key.clone());
         // At most one session row per key (the primary key).
         if let Some(Ok(row)) = sessions.next_if(|r| r.as_ref().is_ok_and(|r| r.session_id == key)) {
             position.done += 1;
@@ -185,7 +180,7 @@ fn push(
             request.insert("metadata".into(), metadata);
             group.records.push(Record { kind, request, at });
         }
-        Err(reason) => group.unreadable.push(Unreadable { kind, reason }),
+        Err(reason) => group.unreadable(kind, reason),
     }
 }
 

@@ -303,26 +303,14 @@ impl Deliverer {
     }
 
     fn receive(&mut self) {
-        loop {
-            let reply = match link::receive(&self.socket) {
-                Ok(Some(Ok(reply))) => reply,
-                Ok(Some(Err(()))) => {
-                    self.metrics.failure("bad_reply");
-                    self.note_failure("bad_reply");
-                    continue;
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    error!(agent = %self.agent, "receiving from the orchestrator: {e}");
-                    return;
-                }
+        for answer in link::answers(&self.socket, &self.agent, "deliverer") {
+            let Ok((request_id, reply)) = answer else {
+                self.metrics.failure("bad_reply");
+                self.note_failure("bad_reply");
+                continue;
             };
             let now = Instant::now();
-            let Some(out) = reply
-                .get("request_id")
-                .and_then(Value::as_str)
-                .and_then(|rid| self.out.remove(rid))
-            else {
+            let Some(out) = self.out.remove(&request_id) else {
                 // The answer to a try already given up on.
                 continue;
             };

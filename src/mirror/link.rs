@@ -1,7 +1,8 @@
 //! The mirror's link to the orchestrator (and the reverse deliverer's to legacy): a DEALER
 //! that refuses to queue for a peer it is not connected to (`ZMQ_IMMEDIATE`, so an outage shows at the first
 //! send), with heartbeats to notice one that froze; requests and replies as
-//! `["", body]`. The deliverer and the shadow reader each own one, on their own thread.
+//! `["", body]`. The deliverer, the shadow reader, the primary writer and the backfill's
+//! sender each own one, on their own thread.
 
 use serde_json::Value;
 
@@ -28,12 +29,36 @@ pub fn send(socket: &zmq::Socket, body: &[u8]) -> zmq::Result<()> {
     socket.send(body, zmq::DONTWAIT)
 }
 
+/// Every answer waiting on the socket: `Ok((request_id, reply))`, or `Err(())` for one that
+/// is not JSON (it cannot be matched with its request). An answer that names no request id
+/// is left out. A receive failure is logged (with the agent and the thread's `role`) and
+/// ends the round.
+pub fn answers(
+    socket: &zmq::Socket,
+    agent: &str,
+    role: &'static str,
+) -> Vec<Result<(String, Value), ()>> {
+    let mut out = Vec::new();
+    loop {
+        match receive(socket) {
+            Ok(None) => return out,
+            Ok(Some(Err(()))) => out.push(Err(())),
+            Ok(Some(Ok(reply))) => {
+                if let Some(rid) = reply.get("request_id").and_then(Value::as_str) {
+                    out.push(Ok((rid.to_owned(), reply)));
+                }
+            }
+            Err(e) => {
+                tracing::error!(agent, role, "receiving answers: {e}");
+                return out;
+            }
+        }
+    }
+}
+
 /// One reply, if one is waiting: `Some(Ok(json))`, or `Some(Err(()))` for one that is not
 /// JSON.
-///
-/// # Errors
-/// A ZMQ error other than "nothing waiting".
-pub fn receive(socket: &zmq::Socket) -> zmq::Result<Option<Result<Value, ()>>> {
+fn receive(socket: &zmq::Socket) -> zmq::Result<Option<Result<Value, ()>>> {
     let frames = match socket.recv_multipart(zmq::DONTWAIT) {
         Ok(frames) => frames,
         Err(zmq::Error::EAGAIN) => return Ok(None),

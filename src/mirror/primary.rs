@@ -252,21 +252,12 @@ impl PrimaryWriter {
     }
 
     fn receive(&mut self) {
-        loop {
-            let reply = match link::receive(&self.socket) {
-                Ok(Some(Ok(reply))) => reply,
-                Ok(Some(Err(()))) => continue,
-                Ok(None) => return,
-                Err(e) => {
-                    error!(agent = %self.agent, "receiving the orchestrator's answers: {e}");
-                    return;
-                }
-            };
-            let Some(key) = reply
-                .get("request_id")
-                .and_then(Value::as_str)
-                .and_then(|rid| self.out.remove(rid))
-            else {
+        // Not JSON: no request id to match it with.
+        for (request_id, reply) in link::answers(&self.socket, &self.agent, "primary")
+            .into_iter()
+            .flatten()
+        {
+            let Some(key) = self.out.remove(&request_id) else {
                 // The answer to a write already given up on.
                 continue;
             };

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, error, info};
+use tracing::{debug, info};
 
 /// Entries asked for per `batch_read` page.
 const PAGE: usize = 1000;
@@ -264,22 +264,12 @@ impl ShadowReader {
     }
 
     fn receive(&mut self) {
-        loop {
-            let reply = match link::receive(&self.socket) {
-                Ok(Some(Ok(reply))) => reply,
-                // Not JSON: no request id to match it with.
-                Ok(Some(Err(()))) => continue,
-                Ok(None) => return,
-                Err(e) => {
-                    error!(agent = %self.agent, "receiving shadow answers: {e}");
-                    return;
-                }
-            };
-            let Some(f) = reply
-                .get("request_id")
-                .and_then(Value::as_str)
-                .and_then(|rid| self.fetching.remove(rid))
-            else {
+        // Not JSON: no request id to match it with.
+        for (request_id, reply) in link::answers(&self.socket, &self.agent, "shadow")
+            .into_iter()
+            .flatten()
+        {
+            let Some(f) = self.fetching.remove(&request_id) else {
                 continue;
             };
             self.page(f, &reply);

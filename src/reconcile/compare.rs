@@ -282,7 +282,7 @@ pub fn key_only_in_orchestrator(
         if !expired {
             // What the agent's `delete_session` would have mirrored.
             let request = json!({"action": "delete_session", "session_id": key});
-            if let (Some(request), crate::legacy::Section::Session) = (request.as_object(), section)
+            if let Some(request) = request.as_object()
                 && let crate::translate::Verdict::Mirror(m) =
                     crate::translate::accepted(profile, request)
             {

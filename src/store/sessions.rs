@@ -42,12 +42,20 @@ impl Store {
         &self,
         s: &NewSession,
     ) -> Result<WriteOutcome<(String, DateTime<Utc>)>> {
-        let inserted: Option<(DateTime<Utc>,)> = sqlx::query_as(
-            "INSERT INTO sessions (session_id, user_id, metadata, session_type, created_at,
+        // With `if_absent`, an existing session is completed in the same statement, and
+        // only when something is missing, so that the mirror's "make sure it exists" before
+        // every write into a session changes nothing. `xmax = 0` tells an insert from that.
+        let written: Option<(DateTime<Utc>, bool)> = sqlx::query_as(
+            "INSERT INTO sessions AS s (session_id, user_id, metadata, session_type, created_at,
                  updated_at, request_fingerprint)
              VALUES ($1, $2, $3, $4, COALESCE($5, now()), COALESCE($5, now()), $6)
-             ON CONFLICT (session_id) DO NOTHING
-             RETURNING created_at",
+             ON CONFLICT (session_id) DO UPDATE
+                 SET user_id = COALESCE(s.user_id, $2), metadata = $3 || s.metadata,
+                     created_at = LEAST(s.created_at, COALESCE($5, s.created_at)),
+                     updated_at = now()
+                 WHERE $7 AND ((s.user_id IS NULL AND $2 IS NOT NULL) OR $5 < s.created_at
+                      OR EXISTS (SELECT 1 FROM jsonb_object_keys($3) k WHERE NOT s.metadata ? k))
+             RETURNING created_at, (xmax = 0) AS inserted",
         )
         .bind(&s.session_id)
         .bind(&s.user_id)
@@ -55,27 +63,17 @@ impl Store {
         .bind(&s.session_type)
         .bind(s.created_at)
         .bind(&s.fingerprint)
+        .bind(s.if_absent)
         .fetch_optional(self.pool())
         .await?;
-        if let Some((created_at,)) = inserted {
-            return Ok(WriteOutcome::Created((s.session_id.clone(), created_at)));
-        }
-        if s.if_absent {
-            // Only when something is missing, so that the mirror's "make sure it exists"
-            // before every write into a session stays a read.
-            sqlx::query(
-                "UPDATE sessions SET user_id = COALESCE(user_id, $2), metadata = $3 || metadata,
-                     created_at = LEAST(created_at, COALESCE($4, created_at)), updated_at = now()
-                 WHERE session_id = $1
-                   AND ((user_id IS NULL AND $2 IS NOT NULL) OR $4 < created_at
-                        OR EXISTS (SELECT 1 FROM jsonb_object_keys($3) k WHERE NOT metadata ? k))",
-            )
-            .bind(&s.session_id)
-            .bind(&s.user_id)
-            .bind(Json(&s.metadata))
-            .bind(s.created_at)
-            .execute(self.pool())
-            .await?;
+        match written {
+            Some((created_at, true)) => {
+                return Ok(WriteOutcome::Created((s.session_id.clone(), created_at)));
+            }
+            Some((created_at, false)) => {
+                return Ok(WriteOutcome::Repeated((s.session_id.clone(), created_at)));
+            }
+            None => {}
         }
         let existing: Option<(DateTime<Utc>, Option<String>)> = sqlx::query_as(
             "SELECT created_at, request_fingerprint FROM sessions WHERE session_id = $1",
