@@ -1,5 +1,5 @@
 # memshift — the two commands that matter: `make demo` and `make test`.
-.PHONY: demo test bench bench-orchestrator lint build bootstrap clean
+.PHONY: demo test bench bench-orchestrator bench-backfill check-alerts lint build bootstrap clean
 
 # System packages (libzmq) and the Python venv for the legacy stand-ins.
 bootstrap:
@@ -27,6 +27,13 @@ bench: bootstrap
 # entries, each next to a yardstick, on a throwaway PostgreSQL (or DATABASE_URL).
 bench-orchestrator: bootstrap
 	scripts/pg.sh run cargo bench --bench orchestrator
+
+# The alert rules are valid and their unit tests pass; the dashboards' JSON is what
+# dashboards/generate.py writes. (tests/prometheus.rs runs the same checks.)
+check-alerts: bootstrap
+	promtool check rules dashboards/prometheus/alerts.yml
+	promtool test rules dashboards/prometheus/alerts.test.yml
+	python3 dashboards/generate.py --check
 
 lint:
 	cargo fmt --all -- --check

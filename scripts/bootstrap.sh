@@ -2,7 +2,8 @@
 # Installs what memshift needs to build, test and run the demo on a fresh Debian machine:
 # the system libzmq (linked instead of a vendored build, see README), a Python virtual
 # environment in .venv with pyzmq for the legacy stand-ins, and PostgreSQL with pgvector in
-# .tools (scripts/pg.sh). Idempotent and quick when everything is already there.
+# .tools (scripts/pg.sh), and Debian's prometheus (with promtool) for the alert rules' tests.
+# Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ need_apt=()
 dpkg -s libzmq3-dev >/dev/null 2>&1 || need_apt+=(libzmq3-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# promtool and prometheus: the alert rules' unit tests and tests/prometheus.rs.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "bootstrap: missing Debian packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2

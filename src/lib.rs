@@ -13,15 +13,14 @@
 //!   mirrored operations), [`mirror`] (outbox writer and deliverer threads), [`legacy`]
 //!   (the legacy agents' own stores, read one key at a time), [`backfill`] (imports a store
 //!   through the mirror's translation), [`reconcile`] (a store against the orchestrator's
-//!   database), [`store`]
-//!   (PostgreSQL + pgvector: pool,
-//!   migrations, queries), [`embed`] (embedding providers and the worker), [`orchestrator`]
+//!   database), [`report`] (the daily report from Prometheus and the database), [`store`]
+//!   (PostgreSQL + pgvector: pool, migrations, queries), [`embed`] (embedding providers and the worker), [`orchestrator`]
 //!   (the orchestrator's socket thread, dispatcher and actions), [`rollout`] (the flags in
 //!   force: the hot-reloaded flags file, gates, the kill switch, automatic rollback),
 //!   [`metrics`], [`http`] (`/metrics`, `/healthz`), [`wakeup`], [`telemetry`],
 //!   [`shutdown`].
 //! - top: [`app`] (the `memshift proxy` and `memshift orchestrator` processes, the
-//!   `memshift outbox`, `flags check`, `backfill` and `reconcile` commands); the binary in
+//!   `memshift outbox`, `flags check`, `backfill`, `reconcile` and `report` commands); the binary in
 //!   `src/main.rs` is the CLI.
 //!
 //! # The life of one request through the proxy
@@ -92,6 +91,7 @@ pub mod profile;
 pub mod proxy;
 pub mod pyjson;
 pub mod reconcile;
+pub mod report;
 pub mod rollout;
 pub mod shutdown;
 pub mod store;

@@ -109,6 +109,30 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// The daily reconciliation report: consistency per agent and action (and over time),
+    /// the worst mismatch patterns, outbox health, rollbacks and the last reconcile runs,
+    /// as Markdown and HTML. Exit 0: every source read; 2: written without a source (see
+    /// the report); 1: failed.
+    Report {
+        /// The period the report covers, up to now.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// The period's end, RFC 3339 (default: now).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// The Prometheus that scrapes the proxies (its base URL).
+        #[arg(long, env = "MEMSHIFT_PROMETHEUS")]
+        prometheus: Option<String>,
+        /// Where the report files go (default: <[mirror] data_dir>/reports).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON too.
+        #[arg(long)]
+        json: bool,
+        /// Mismatch patterns listed at most.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
     /// The rollout's flags file.
     Flags {
         #[command(subcommand)]
@@ -255,6 +279,23 @@ fn main() -> ExitCode {
             };
             one_shot(&config, |config| reconcile(config, &args, json))
         }
+        Command::Report {
+            since,
+            until,
+            prometheus,
+            out,
+            json,
+            top,
+        } => {
+            let args = memshift::app::report::Args {
+                since,
+                until,
+                prometheus,
+                out,
+                top,
+            };
+            one_shot(&config, |config| report(config, &args, json))
+        }
         Command::Outbox { command } => one_shot(&config, |config| outbox(config, command)),
     }
 }
@@ -285,6 +326,36 @@ fn backfill(
     Ok(if summary.is_interrupted() {
         ExitCode::FAILURE
     } else if summary.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn report(
+    config: &Config,
+    args: &memshift::app::report::Args,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let written = runtime.block_on(memshift::app::report::run(config, args))?;
+    let r = &written.report;
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        for missing in &r.unavailable {
+            eprintln!("memshift: unavailable: {missing}");
+        }
+        println!(
+            "report: {} and {}",
+            written.markdown.display(),
+            written.html.display()
+        );
+    }
+    Ok(if r.is_complete() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

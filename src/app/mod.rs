@@ -8,6 +8,7 @@ mod orchestrator;
 pub mod outbox;
 mod proxy;
 pub mod reconcile;
+pub mod report;
 
 pub use orchestrator::run_orchestrator;
 pub use proxy::run_proxy;

@@ -15,7 +15,7 @@ pub use mirror::{
     DeliveryOutcome, DropReason, FALLBACK_REASONS, MirrorMetrics, PrimaryOutcome, ReplayOutcome,
     ReverseMetrics, SkipReason, Totals, WriteOutcome,
 };
-pub use rollout::{RELOAD_FAILURES, ROLLBACK_REASONS, RolloutMetrics};
+pub use rollout::{RELOAD_FAILURES, ROLLBACK_REASONS, RolloutMetrics, TriggerFigures};
 
 pub use orchestrator::{EmbeddingOutcome, OrchestratorMetrics};
 

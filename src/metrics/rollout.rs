@@ -19,6 +19,16 @@ pub const ROLLBACK_REASONS: [&str; 7] = [
 /// Why a reload of the flags file was refused.
 pub const RELOAD_FAILURES: [&str; 3] = ["unreadable", "invalid", "gated"];
 
+/// What [`RolloutMetrics::trigger`] shows of one trigger's reading.
+pub struct TriggerFigures {
+    /// The estimate over the window (0 below the minimum sample).
+    pub value: f64,
+    /// Its lower confidence bound (0 below the minimum sample).
+    pub bound: f64,
+    pub threshold: f64,
+    pub samples: u64,
+}
+
 pub struct RolloutMetrics {
     stage: IntGaugeVec,
     mirror_percent: GaugeVec,
@@ -34,6 +44,7 @@ pub struct RolloutMetrics {
     trigger_value: GaugeVec,
     trigger_bound: GaugeVec,
     trigger_samples: IntGaugeVec,
+    trigger_threshold: GaugeVec,
     gate: IntGaugeVec,
 }
 
@@ -119,6 +130,11 @@ impl RolloutMetrics {
                 "Samples behind each trigger's estimate (after stretching a quiet window).",
                 &["agent", "trigger"],
             ),
+            trigger_threshold: gauge(
+                "memshift_rollback_trigger_threshold",
+                "Each trigger's threshold from [rollout.auto] (a ratio, or seconds added for latency): the alert rules compare the bound with it.",
+                &["agent", "trigger"],
+            ),
             gate: gauge_vec(
                 registry,
                 "memshift_gate_open",
@@ -176,7 +192,19 @@ impl RolloutMetrics {
         self.trips.with_label_values(&[agent, trigger]).inc();
     }
 
-    pub fn trigger(&self, agent: &str, trigger: &str, value: f64, bound: f64, samples: u64) {
+    pub fn trigger(&self, agent: &str, trigger: &str, reading: TriggerFigures) {
+        let TriggerFigures {
+            value,
+            bound,
+            threshold,
+            samples,
+        } = reading;
+        self.trigger_threshold
+            .with_label_values(&[agent, trigger])
+            .set(threshold);
+        // The trips counter exists at zero from the first evaluation on, so that
+        // `increase()` sees an agent's first automatic rollback too.
+        self.trips.with_label_values(&[agent, trigger]);
         self.trigger_value
             .with_label_values(&[agent, trigger])
             .set(value);

@@ -405,9 +405,12 @@ impl Rollout {
                 m.trigger(
                     &agent.name,
                     label,
-                    r.value.unwrap_or(0.0),
-                    r.bound.unwrap_or(0.0),
-                    r.samples,
+                    crate::metrics::TriggerFigures {
+                        value: r.value.unwrap_or(0.0),
+                        bound: r.bound.unwrap_or(0.0),
+                        threshold: r.threshold,
+                        samples: r.samples,
+                    },
                 );
                 let latch = Latch::from(r.trigger);
                 if r.fired && active && self.settings.auto.enabled && state.latches[i].insert(latch)
