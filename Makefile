@@ -35,6 +35,11 @@ check-alerts: bootstrap
 	promtool test rules dashboards/prometheus/alerts.test.yml
 	python3 dashboards/generate.py --check
 
+# memshift backfill of 100 000 interactions per agent (BENCH_INTERACTIONS): records per
+# second and peak memory, next to a dry run of the same store, on a throwaway PostgreSQL.
+bench-backfill: bootstrap
+	scripts/pg.sh run scripts/bench_backfill.sh
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings

@@ -15,6 +15,8 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # promtool and prometheus: the alert rules' unit tests and tests/prometheus.rs.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# GNU time: peak memory in make bench-backfill.
+[ -x /usr/bin/time ] || need_apt+=(time)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "bootstrap: missing Debian packages: ${need_apt[*]} (run as root, or: sudo apt-get install ${need_apt[*]})" >&2
