@@ -1,6 +1,8 @@
 # memshift: one image for every role (`memshift proxy` by default, `memshift orchestrator`,
-# `memshift migrate`). Multi-stage: build with the Rust toolchain, run on a slim Debian.
-# The database migrations are embedded in the binary.
+# `memshift migrate`, and the one-shot `backfill`, `reconcile`, `report`, `outbox`).
+# Multi-stage: build with the Rust toolchain, run on a slim Debian. The database migrations
+# are embedded in the binary (and shipped as SQL under /usr/share/memshift/migrations for
+# review). deploy/compose.yml runs a whole deployment from it.
 
 FROM rust:1.95-bookworm AS build
 # The system libzmq is linked instead of a vendored build (see README, "Why the system libzmq").
@@ -19,6 +21,7 @@ RUN apt-get update \
 COPY --from=build /src/target/release/memshift /usr/local/bin/memshift
 COPY config/memshift.toml /etc/memshift/memshift.toml
 COPY config/flags.toml /etc/memshift/flags.toml
+COPY migrations /usr/share/memshift/migrations
 USER memshift
 WORKDIR /var/lib/memshift
 # The outboxes of mirrored writes ([mirror] data_dir): mount a persistent volume here, or a

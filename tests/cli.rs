@@ -83,6 +83,23 @@ fn environment_overrides_are_applied_and_named_in_errors() {
     );
 }
 
+/// The example deployment's proxy configurations, with the environment deploy/compose.yml
+/// gives them (the flags file at its mounted path is deploy/flags/flags.toml here).
+#[test]
+fn the_example_deployment_configs_are_valid() {
+    for agent in ["session_memory", "contextual_memory", "jarvis_memory"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_memshift"))
+            .args(["check-config", "--config"])
+            .arg(repo().join(format!("deploy/proxy-{agent}.toml")))
+            .env("MEMSHIFT_ROLLOUT__FLAGS", repo().join("deploy/flags/flags.toml"))
+            .output()
+            .expect("run memshift");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{agent}: {out:?}");
+        assert!(stdout.contains(&format!("agent {agent} ({agent})")), "{stdout}");
+    }
+}
+
 #[test]
 fn the_shipped_example_config_is_valid_and_described() {
     let example = repo().join("config/memshift.toml");
