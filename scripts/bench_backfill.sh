@@ -6,11 +6,13 @@
 # peak memory (RSS, GNU time) of the import, next to a yardstick measured in the same run:
 # `--dry-run` over the same store, which reads and translates every record and sends
 # nothing. Their ratio is what writing to the orchestrator costs. BENCH_RUNS (default 3)
-# imports each store that many times, each into a fresh database, and prints the median.
+# imports each store that many times, each into a fresh database, and prints the median;
+# BENCH_AGENTS limits the agents (default: all three).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${BENCH_INTERACTIONS:-100000}
 RUNS=${BENCH_RUNS:-3}
+AGENTS=${BENCH_AGENTS:-session_memory contextual_memory jarvis_memory}
 PY=.venv/bin/python
 [ -x /usr/bin/time ] || { echo "bench-backfill: needs GNU time (/usr/bin/time)" >&2; exit 1; }
 : "${DATABASE_URL:?run under scripts/pg.sh run (make bench-backfill)}"
@@ -26,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== generating stores of $N interactions each (tests/standins/generate_store.py)"
-for agent in session_memory contextual_memory jarvis_memory; do
+for agent in $AGENTS; do
     counts=$("$PY" tests/standins/generate_store.py "$agent" --data-dir "$WORK/$agent" --interactions "$N")
     echo "   $agent: $counts"
 done
@@ -82,7 +84,7 @@ echo
 echo "== memshift backfill, $RUNS runs per store, each into a fresh database (2 cores shared with the orchestrator and PostgreSQL)"
 printf '%-18s %9s %14s %14s %10s %14s %12s\n' agent records "dry run rec/s" "import rec/s" "ratio" "import seconds" "peak RSS"
 run=0
-for agent in session_memory contextual_memory jarvis_memory; do
+for agent in $AGENTS; do
     fresh_orchestrator "dry"
     read -r records dry_s _ < <(measure --agent "$agent" --from "$WORK/$agent" --dry-run)
     rates=() seconds=() peaks=()

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# `make demo`: builds memshift, starts the Memory Orchestrator on PostgreSQL + pgvector, the
-# three legacy stand-ins and a proxy in dualwrite in front of each, sends a burst of
-# realistic traffic through the proxies, prints what the proxy saw, drains the outboxes and
-# shows the mirrored writes in PostgreSQL; then the same traffic in shadow and in live, with
-# the comparisons and who served the reads; then the orchestrator's own API at work.
+# `make demo`: the whole migration on one machine. It builds memshift, gives the three legacy
+# stand-ins a history that predates the migration, starts the Memory Orchestrator on
+# PostgreSQL + pgvector, a Prometheus scraping everything (Debian's, from bootstrap) and a
+# proxy in dualwrite in front of each agent; sends a burst of realistic traffic through the
+# proxies, imports the history with `memshift backfill` alongside it, drains the outboxes,
+# shows the writes in PostgreSQL and reconciles each store; then the same traffic in shadow
+# and in live, with the comparisons and who served the reads; a rollback and a resume; the
+# daily report; and the orchestrator's own API at work.
 # Everything runs on 127.0.0.1 with free ports and stops at the end. PostgreSQL is the one
 # at DATABASE_URL, or a throwaway one (the Makefile runs this under scripts/pg.sh run).
 set -euo pipefail
@@ -25,7 +28,15 @@ echo "== building memshift (release)"
 cargo build --release --quiet
 BIN=target/release/memshift
 
-echo "== starting the legacy stand-ins"
+echo "== the legacy agents' history before the migration (tests/standins/generate_store.py)"
+# Half an hour old: the session agent forgets sessions idle for an hour.
+for agent in session_memory contextual_memory jarvis_memory; do
+    counts=$("$PY" tests/standins/generate_store.py "$agent" --data-dir "$DEMO/$agent" \
+        --interactions 2000 --start "$(($(date +%s) - 1800))")
+    echo "   $agent: $counts"
+done
+
+echo "== starting the legacy stand-ins on that history"
 declare -A legacy
 for agent in session_memory contextual_memory jarvis_memory; do
     fifo="$DEMO/$agent.out"
@@ -93,6 +104,8 @@ data_dir = "$DEMO/outbox"
 [rollout]
 flags = "$DEMO/flags.toml"
 gates = "warn"
+[database]
+url = "$DATABASE_URL"
 TOML
 
 echo "== starting memshift proxy in dualwrite ($DEMO/memshift.toml)"
@@ -104,6 +117,28 @@ for agent in session_memory contextual_memory jarvis_memory; do
 done
 echo "   metrics on http://$metrics/metrics"
 
+# Prometheus scrapes the proxy and the orchestrator every second and evaluates memshift's
+# alert rules; `memshift report` reads the comparison, outbox and rollback metrics from it.
+prometheus=
+if command -v prometheus >/dev/null; then
+    port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    cat >"$DEMO/prometheus.yml" <<YAML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: ["$PWD/dashboards/prometheus/alerts.yml"]
+scrape_configs:
+  - job_name: memshift
+    static_configs: [{targets: ["$metrics", "$orch_metrics"]}]
+YAML
+    prometheus --config.file="$DEMO/prometheus.yml" --storage.tsdb.path="$DEMO/prometheus" \
+        --web.listen-address="127.0.0.1:$port" --log.level=warn 2>"$DEMO/prometheus.log" &
+    pids+=($!)
+    prometheus=127.0.0.1:$port
+    until curl -sf "http://$prometheus/-/ready" >/dev/null; do sleep 0.1; done
+    echo "   Prometheus on http://$prometheus (alerts: http://$prometheus/alerts), scraping both every second"
+else
+    echo "   (no prometheus installed: the daily report at the end is left out; run make bootstrap)"
+fi
+
 echo "== traffic"
 "$PY" scripts/demo_traffic.py \
     --session "$(endpoint session_memory)" \
@@ -113,6 +148,13 @@ echo "== traffic"
 
 echo
 echo "== health: $(curl -s "http://$metrics/healthz")"
+
+echo
+echo "== memshift backfill: the history, imported while dual-write runs (idempotent ids; a"
+echo "   record the mirror brought too is recognised and kept once)"
+for agent in session_memory contextual_memory jarvis_memory; do
+    "$BIN" backfill --config "$DEMO/memshift.toml" --agent "$agent" --from "$DEMO/$agent" | sed 's/^/   /'
+done
 
 echo
 echo "== mirrored writes: memshift outbox drain, then what arrived in PostgreSQL"
@@ -146,6 +188,13 @@ scripts/pg.sh psql "$DATABASE_URL" --no-psqlrc --quiet --pset=footer=off -c "
     SELECT session_type, count(*) AS sessions,
            count(*) FILTER (WHERE is_archived) AS ended_by_delete_session
     FROM sessions GROUP BY 1 ORDER BY 1" | sed 's/^/   /'
+
+echo
+echo "== memshift reconcile: each legacy store against PostgreSQL, entity by entity"
+for agent in session_memory contextual_memory jarvis_memory; do
+    "$BIN" reconcile --config "$DEMO/memshift.toml" --agent "$agent" --from "$DEMO/$agent" \
+        --out "$DEMO/reports" | sed 's/^/   /' || true
+done
 
 # The next stages, by editing the flags file while the proxy runs: the same traffic in
 # shadow (every read also asked of the orchestrator and compared), then in live (the
@@ -190,6 +239,16 @@ sleep 0.5
 "$PY" scripts/demo_reads.py --metrics-only "$metrics"
 kill -USR2 "${pids[-1]}"
 echo "   SIGUSR2: resumed; reads go to the orchestrator again"
+
+if [ -n "$prometheus" ]; then
+    echo
+    echo "== memshift report: the daily report, over the demo's hour (Prometheus, the mismatch store,"
+    echo "   the reconcile runs); the HTML version charts consistency over time"
+    sleep 3 # one more scrape after the resume
+    "$BIN" report --config "$DEMO/memshift.toml" --since 1h --prometheus "http://$prometheus" \
+        --out "$DEMO/reports" | sed 's/^/   /'
+    sed 's/^/   /' "$DEMO"/reports/report-*.md
+fi
 
 echo
 echo "== the orchestrator at work (its own API)"

@@ -261,3 +261,84 @@ fn injected_differences_are_found_and_repaired() {
         "every run recorded"
     );
 }
+
+/// A backfill run while the proxy mirrors live writes of the same agent: each write is in
+/// the orchestrator once, whichever copy arrived first (the other is its inactive twin),
+/// and a reconcile afterwards finds nothing.
+#[test]
+fn a_backfill_alongside_dual_write_keeps_each_write_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (mut db, _orch, rig) = common::rig::fresh_rig("jarvis_memory", "");
+    let ctx = zmq::Context::new();
+    let write = |socket: &zmq::Socket, i: usize| {
+        let body = serde_json::json!({"action": "add_memory", "user_id": format!("user-{}", i % 7),
+            "memory": {"text": format!("note {i}"), "n": i}});
+        request(socket, body.to_string().as_bytes());
+    };
+    let socket = rig.socket(&ctx);
+    for i in 0..200 {
+        write(&socket, i);
+    }
+    rig.wait_queued(200);
+    // Writes go on through the proxy while the backfill reads the store and sends it.
+    let stop = AtomicBool::new(false);
+    let toml = format!("{}\n[database]\nurl = \"{}\"\n", rig.toml, db.url);
+    let store = rig.legacy.data_dir.to_str().unwrap().to_owned();
+    let (backfilled, live_writes) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let socket = rig.socket(&ctx);
+            let mut i = 200;
+            while !stop.load(Ordering::Relaxed) {
+                write(&socket, i);
+                i += 1;
+            }
+            i - 200
+        });
+        let out = memshift_cli(
+            &[
+                "backfill",
+                "--agent",
+                "jarvis_memory",
+                "--from",
+                &store,
+                "--json",
+            ],
+            &toml,
+        );
+        stop.store(true, Ordering::Relaxed);
+        (out, writer.join().unwrap())
+    });
+    assert!(live_writes > 0, "writes went on during the backfill");
+    assert_eq!(rig.drain(), 0);
+    assert_eq!(backfilled.status.code(), Some(0), "{backfilled:?}");
+    let summary: Value = serde_json::from_slice(&backfilled.stdout).unwrap();
+    assert!(
+        count(&summary, "already_mirrored", "memory") > 0,
+        "the backfill met the mirror's copies: {summary}"
+    );
+
+    let total = 200 + live_writes;
+    let active = db.scalar("SELECT count(*) FROM memory_entries WHERE is_active");
+    assert_eq!(active, total as i64, "each write once");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM memory_entries WHERE NOT is_active AND twin_of IS NULL"),
+        0,
+        "every inactive row is a twin"
+    );
+    assert_eq!(
+        common::rig::jarvis_store(&rig.legacy),
+        common::rig::jarvis_mirrored(&mut db)
+    );
+    let reconciled = memshift_cli(
+        &[
+            "reconcile",
+            "--agent",
+            "jarvis_memory",
+            "--from",
+            &store,
+            "--json",
+        ],
+        &toml,
+    );
+    assert_eq!(reconciled.status.code(), Some(0), "{reconciled:?}");
+}

@@ -91,12 +91,18 @@ fn the_example_deployment_configs_are_valid() {
         let out = Command::new(env!("CARGO_BIN_EXE_memshift"))
             .args(["check-config", "--config"])
             .arg(repo().join(format!("deploy/proxy-{agent}.toml")))
-            .env("MEMSHIFT_ROLLOUT__FLAGS", repo().join("deploy/flags/flags.toml"))
+            .env(
+                "MEMSHIFT_ROLLOUT__FLAGS",
+                repo().join("deploy/flags/flags.toml"),
+            )
             .output()
             .expect("run memshift");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{agent}: {out:?}");
-        assert!(stdout.contains(&format!("agent {agent} ({agent})")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("agent {agent} ({agent})")),
+            "{stdout}"
+        );
     }
 }
 

