@@ -337,11 +337,7 @@ fn report(
     args: &memshift::app::report::Args,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let written = runtime.block_on(memshift::app::report::run(config, args))?;
+    let written = block_on(memshift::app::report::run(config, args))?;
     let r = &written.report;
     if json {
         println!("{}", serde_json::to_string_pretty(r)?);
@@ -368,11 +364,7 @@ fn reconcile(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     use memshift::reconcile::Class;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let done = runtime.block_on(memshift::app::reconcile::run(config, args))?;
+    let done = block_on(memshift::app::reconcile::run(config, args))?;
     let r = &done.report;
     if json {
         println!("{}", serde_json::to_string_pretty(r)?);
@@ -650,6 +642,15 @@ fn check_flags(config: &Config, flags: Option<&std::path::Path>, proxy: Option<&
 }
 
 /// An async runtime from `builder`, or `None` (reported) when it cannot start.
+/// Runs a one-shot command's future on a multi-threaded runtime.
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
 fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
     match builder.enable_all().build() {
         Ok(rt) => Some(rt),

@@ -240,19 +240,19 @@ fn the_daily_report_gathers_metrics_mismatch_patterns_and_reconcile_runs() {
 
     let out = stand.data.path().join("reports");
     let url = prometheus.url();
-    let report = memshift_cli(
-        &[
+    let run_report = || {
+        let args = [
             "report",
             "--since",
             "10m",
             "--prometheus",
             &url,
-            "--out",
-            out.to_str().unwrap(),
             "--json",
-        ],
-        &toml,
-    );
+            "--out",
+        ];
+        memshift_cli(&[&args[..], &[out.to_str().unwrap()]].concat(), &toml)
+    };
+    let report = run_report();
     assert!(report.status.success(), "{report:?}");
     let json: Value = serde_json::from_slice(&report.stdout).expect("report JSON");
     assert_eq!(json["unavailable"], json!([]));
@@ -374,19 +374,7 @@ fn the_daily_report_gathers_metrics_mismatch_patterns_and_reconcile_runs() {
 
     // Prometheus gone: the database's sections are still there; exit 2 says what is not.
     drop(prometheus);
-    let partial = memshift_cli(
-        &[
-            "report",
-            "--since",
-            "10m",
-            "--prometheus",
-            &url,
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ],
-        &toml,
-    );
+    let partial = run_report();
     assert_eq!(partial.status.code(), Some(2), "{partial:?}");
     let json: Value = serde_json::from_slice(&partial.stdout).expect("report JSON");
     assert!(
