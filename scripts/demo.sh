@@ -110,6 +110,7 @@ TOML
 
 echo "== starting memshift proxy in dualwrite ($DEMO/memshift.toml)"
 launch proxy "$DEMO/memshift.toml"
+proxy_pid=${pids[-1]}
 endpoint() { "$PY" -c "import json,sys; r=json.loads(sys.argv[1]); print({a['agent']: a['endpoint'] for a in r['agents']}[sys.argv[2]])" "$ready" "$1"; }
 metrics=$(json "$ready" metrics)
 for agent in session_memory contextual_memory jarvis_memory; do
@@ -227,7 +228,7 @@ done
 
 echo
 echo "== the kill switch: SIGUSR1 to the proxy sends every read back to legacy (writes stay mirrored)"
-kill -USR1 "${pids[-1]}"
+kill -USR1 "$proxy_pid"
 while ! curl -s "http://$metrics/metrics" | grep -q '^memshift_rollback_active{agent="jarvis_memory"} 1'; do sleep 0.05; done
 curl -s "http://$metrics/flags" | "$PY" -c '
 import json, sys
@@ -237,7 +238,7 @@ for a in json.load(sys.stdin)["agents"]:
     "$(endpoint contextual_memory)" "$(endpoint jarvis_memory)"
 sleep 0.5
 "$PY" scripts/demo_reads.py --metrics-only "$metrics"
-kill -USR2 "${pids[-1]}"
+kill -USR2 "$proxy_pid"
 echo "   SIGUSR2: resumed; reads go to the orchestrator again"
 
 if [ -n "$prometheus" ]; then

@@ -342,3 +342,97 @@ fn a_backfill_alongside_dual_write_keeps_each_write_once() {
     );
     assert_eq!(reconciled.status.code(), Some(0), "{reconciled:?}");
 }
+
+/// A contextual history (sessions past the cap, summaries built from interactions the
+/// agent no longer keeps) backfilled under a proxy in shadow: every read of every session
+/// compares equal, the agent's own summary standing in for what the orchestrator cannot
+/// rebuild; and a burst of identical writes past the cap, closer together than the match
+/// window, reconciles as the agent's own forgetting, not as differences.
+#[test]
+fn a_backfilled_contextual_history_reads_and_reconciles_like_legacy() {
+    let data = TempDir::new().unwrap();
+    generate("contextual_memory", data.path(), 1_000);
+    let legacy = StandIn::spawn("contextual_memory", data.path(), "tcp://127.0.0.1:*", &[]);
+    let mut db = TestDb::new();
+    let orch = Orchestrator::start(&db, "", "");
+    let rig = common::rig::Rig::start(
+        "contextual_memory",
+        legacy,
+        &orch.endpoint,
+        "stage = \"shadow\"\n",
+    );
+    let ctx = zmq::Context::new();
+    let socket = rig.socket(&ctx);
+    for _ in 0..60 {
+        let body = serde_json::json!({"action": "add_interaction", "session_id": "burst",
+            "type": "user_query", "content": "the same words"});
+        request(&socket, body.to_string().as_bytes());
+    }
+    rig.wait_queued(60);
+    let toml = format!("{}\n[database]\nurl = \"{}\"\n", rig.toml, db.url);
+    let store = data.path().to_str().unwrap();
+    let backfilled = memshift_cli(
+        &["backfill", "--agent", "contextual_memory", "--from", store],
+        &toml,
+    );
+    assert_eq!(backfilled.status.code(), Some(0), "{backfilled:?}");
+    assert_eq!(rig.drain(), 0);
+
+    let reconciled = memshift_cli(
+        &[
+            "reconcile",
+            "--agent",
+            "contextual_memory",
+            "--from",
+            store,
+            "--json",
+        ],
+        &toml,
+    );
+    let report: Value = serde_json::from_slice(&reconciled.stdout).expect("report");
+    assert_eq!(reconciled.status.code(), Some(0), "{report}");
+    assert_eq!(
+        report["counts"]["legacy_drift"]["interaction"], 10,
+        "{report}"
+    );
+
+    let sessions: Vec<String> = {
+        let file: Value = serde_json::from_slice(
+            &std::fs::read(data.path().join("contextual_memory_store.json")).unwrap(),
+        )
+        .unwrap();
+        file["sessions"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert!(sessions.len() > 10);
+    for sid in &sessions {
+        let body =
+            serde_json::json!({"action": "get_context", "session_id": sid, "max_tokens": 400});
+        request(&socket, body.to_string().as_bytes());
+    }
+    let metrics = rig.proxy.metrics_when("every read compared", |m| {
+        let compared = |o: &str| {
+            metric_sum(
+                m,
+                "memshift_comparisons_total",
+                &[("agent", "contextual_memory"), ("outcome", o)],
+            )
+        };
+        compared("match") + compared("mismatch") + compared("race") >= sessions.len() as f64
+    });
+    let outcome = |o: &str| {
+        metric_sum(
+            &metrics,
+            "memshift_comparisons_total",
+            &[("agent", "contextual_memory"), ("outcome", o)],
+        )
+    };
+    let mismatched =
+        db.texts("SELECT key || ': ' || array_to_string(paths, ',') FROM shadow_mismatches");
+    assert_eq!(outcome("mismatch"), 0.0, "{mismatched:?}");
+    assert_eq!(outcome("match"), sessions.len() as f64);
+}

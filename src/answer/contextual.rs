@@ -6,6 +6,12 @@
 //! The request's `max_tokens` cuts the two texts to `(max_tokens // 2) * 4` characters plus
 //! `"..."` when longer.
 //!
+//! A backfilled session brings the agent's own summary (a `summary` memory, see
+//! `translate::contextual_summary`): it was built from interactions the agent may no longer
+//! keep, so the orchestrator cannot rebuild it. While no interaction is newer than that
+//! summary, it is the answer (with the key decisions recorded since); the next add rebuilds
+//! it from the newest 51, all of which the orchestrator then has.
+//!
 //! Not emulated: the agent keeps that cut in its store until the next rebuild, so a later
 //! read with a larger `max_tokens` still sees the cut text. Comparisons tolerate it (a
 //! legacy text that is a cut of the rebuilt one matches); a live read returns the whole
@@ -31,8 +37,14 @@ pub fn prepare(req: &Map<String, Value>) -> Prepared {
     }
     let mut interactions = query("context", ("session_id", &session_id));
     interactions.newest = Some(WINDOW);
+    let mut imported = query("summary", ("session_id", &session_id));
+    imported.newest = Some(1);
     Prepared::Fetch {
-        queries: vec![interactions, query("decision", ("session_id", &session_id))],
+        queries: vec![
+            interactions,
+            query("decision", ("session_id", &session_id)),
+            imported,
+        ],
         key: session_id,
     }
 }
@@ -50,6 +62,20 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
             })
         })
         .collect();
+    let newest = interactions.last().map(|s| s.created_at);
+    let imported = data
+        .get(2)
+        .and_then(|s| s.last())
+        .filter(|s| newest.is_none_or(|t| s.created_at >= t));
+    if let Some(imported) = imported {
+        let Value::Object(stored) = &imported.content else {
+            return Err(Unsupported::OddContent);
+        };
+        let mut summary = stored.clone();
+        summary.insert("key_decisions".into(), json!(key_decisions));
+        cut(&mut summary, max_tokens);
+        return Ok(Value::Object(summary));
+    }
     if interactions.len() < WINDOW {
         if key_decisions.is_empty() {
             return Ok(json!({"status": "error", "message": NO_SUMMARY}));
@@ -102,6 +128,12 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
         .collect();
     summary.insert("errors_encountered".into(), json!(errors));
     summary.insert("key_decisions".into(), json!(key_decisions));
+    cut(&mut summary, max_tokens);
+    Ok(Value::Object(summary))
+}
+
+/// `get_context`'s cut of the two texts to `(max_tokens // 2) * 4` characters plus `"..."`.
+fn cut(summary: &mut Map<String, Value>, max_tokens: i64) {
     let limit = max_tokens.div_euclid(2) * 4;
     for field in ["code_context", "conversation_summary"] {
         if let Some(Value::String(text)) = summary.get_mut(field)
@@ -110,7 +142,6 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
             *text = format!("{}...", py_prefix(text, limit));
         }
     }
-    Ok(Value::Object(summary))
 }
 
 /// The agent's `code_summary` of code contents, newest first.

@@ -194,6 +194,42 @@ fn contextual_summary_is_rebuilt_from_the_newest_51_as_the_agent_does() {
     assert_eq!(cut["code_context"], "Code Sum...");
 }
 
+/// A backfilled session: the agent's own summary was built from interactions the
+/// orchestrator never had. It is the answer until an interaction newer than it arrives.
+#[test]
+fn contextual_answers_the_imported_summary_until_the_next_add_rebuilds_it() {
+    let req = json!({"action": "get_context", "session_id": "c", "max_tokens": 5});
+    let (_, queries) = fetch(Profile::ContextualMemory, &req);
+    assert_eq!(queries[2].filter["memory_type"], "summary");
+    assert_eq!(queries[2].newest, Some(1));
+    // The 50 interactions the agent kept, and the summary it built when the 51st came.
+    let kept: Vec<Stored> = (0..50)
+        .map(|i| interaction("user_query", "hi", i))
+        .collect();
+    let imported = stored(
+        "summary",
+        json!({"last_updated": 1_790_000_050.5, "conversation_summary": "Conversation Summary:\nTotal queries: 51\n",
+            "errors_encountered": []}),
+        50,
+    );
+    let decision = stored("decision", json!({"text": "use SQLite"}), 55);
+    let data = [kept.clone(), vec![decision.clone()], vec![imported.clone()]];
+    let reply = answer(Profile::ContextualMemory, &req, &data).unwrap();
+    assert_eq!(
+        reply,
+        json!({"last_updated": 1_790_000_050.5, "conversation_summary": "Conversa...",
+            "errors_encountered": [],
+            "key_decisions": [{"timestamp": 1_790_000_055.25, "decision": "use SQLite"}]})
+    );
+    // An add after the import: the newest 51 are all in the orchestrator; rebuilt.
+    let mut newer = kept;
+    newer.push(interaction("user_query", "hi", 60));
+    let data = [newer, vec![decision], vec![imported]];
+    let reply = answer(Profile::ContextualMemory, &req, &data).unwrap();
+    assert_eq!(reply["last_updated"], 1_790_000_060.25);
+    assert_eq!(reply["conversation_summary"], "Conversa...");
+}
+
 #[test]
 fn code_summaries_match_the_agents_text() {
     // Expected texts printed by the stand-in's own code_summary.

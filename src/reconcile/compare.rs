@@ -132,7 +132,10 @@ pub fn group(
     // 1. The same memory on both sides: equal type and content, paired in time order
     //    within the window first (a record repeated word for word stays paired with its
     //    own time), then the rest of each such group in order: the same content at
-    //    another time.
+    //    another time. Pairing runs from the newest back: the legacy agents only ever
+    //    forget their oldest records (contextual's cap), so a burst of identical records
+    //    closer together than the window leaves the forgotten ones at the old end, where
+    //    step 4 recognises them as drift.
     let mut by_content: BTreeMap<(String, String), (Vec<usize>, Vec<usize>)> = BTreeMap::new();
     for (i, e) in expected.iter().enumerate() {
         let k = (e.memory_type.to_owned(), canonical(e.content));
@@ -147,18 +150,18 @@ pub fn group(
     let mut matched_e = vec![false; expected.len()];
     let mut matched_a = vec![false; actual.len()];
     for (es, rs) in by_content.values() {
-        let (mut x, mut y) = (0, 0);
-        while x < es.len() && y < rs.len() {
-            let (e, r) = (&expected[es[x]], &actual[rs[y]]);
+        let (mut x, mut y) = (es.len(), rs.len());
+        while x > 0 && y > 0 {
+            let (e, r) = (&expected[es[x - 1]], &actual[rs[y - 1]]);
             if within(e.prepared.at, r.created_at, window) {
-                matched_e[es[x]] = true;
-                matched_a[rs[y]] = true;
-                x += 1;
-                y += 1;
-            } else if e.prepared.at < r.created_at {
-                x += 1;
+                matched_e[es[x - 1]] = true;
+                matched_a[rs[y - 1]] = true;
+                x -= 1;
+                y -= 1;
+            } else if e.prepared.at > r.created_at {
+                x -= 1;
             } else {
-                y += 1;
+                y -= 1;
             }
         }
         let left_e: Vec<usize> = es.iter().copied().filter(|&i| !matched_e[i]).collect();
