@@ -179,7 +179,7 @@ fn tables(r: &Report) -> Vec<Table> {
                 "agent",
                 "automatic (by trigger)",
                 "reasons seen",
-                "time rolled back",
+                "share of time rolled back",
             ]),
             rollbacks,
             "No rollback metrics in the period.",
