@@ -154,15 +154,17 @@ pub(super) async fn fill(
         .filter(|c| c.outcomes.values().any(|n| *n > 0))
         .collect();
 
-    // Each point covers at least a minute, so that a few scrapes fall in it.
+    // Each point covers at least a minute, so that a few scrapes fall in it; the points are
+    // laid back from the period's end, so the last one covers its last minute.
     let step = (options.since.as_secs() / POINTS).max(5);
     let window = step.max(60);
+    let first = at - chrono::Duration::seconds((options.since.as_secs() / step * step) as i64);
     let expr = format!(
         "sum by (agent) (increase(memshift_comparisons_total{{outcome=\"match\"}}[{window}s])) \
          / sum by (agent) (increase(memshift_comparisons_total{{outcome=~\"match|mismatch\"}}[{window}s]))"
     );
     report.timeline = p
-        .range(&expr, report.from, at, step)
+        .range(&expr, first, at, step)
         .await?
         .into_iter()
         .map(|s| Timeline {

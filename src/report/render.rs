@@ -392,16 +392,27 @@ fn chart(r: &Report) -> String {
     }
     for (i, line) in r.timeline.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let coords: Vec<String> = line
+        let points: Vec<(f64, f64)> = line
             .points
             .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", x(*t as f64), y(*v)))
+            .map(|(t, v)| (x(*t as f64), y(*v)))
+            .collect();
+        let coords: Vec<String> = points
+            .iter()
+            .map(|(px, py)| format!("{px:.1},{py:.1}"))
             .collect();
         let _ = writeln!(
             svg,
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>",
             coords.join(" ")
         );
+        // Markers too: a sparse line (a short period, a quiet agent) may be one point.
+        for (px, py) in &points {
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"2.5\" fill=\"{colour}\"/>"
+            );
+        }
         let _ = writeln!(
             svg,
             "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{colour}\">{}</text>",
