@@ -157,7 +157,7 @@ fn every_dashboard_and_alert_expression_returns_series_from_a_real_prometheus() 
         .iter()
         .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
         .collect();
-    assert_eq!(rules.len(), 17, "every rule of alerts.yml loaded");
+    assert_eq!(rules.len(), 18, "every rule of alerts.yml loaded");
     let mut expressions = dashboard_expressions();
     for rule in &rules {
         assert_eq!(
