@@ -14,14 +14,14 @@
 //!   (the legacy agents' own stores, read one key at a time), [`backfill`] (imports a store
 //!   through the mirror's translation), [`reconcile`] (a store against the orchestrator's
 //!   database), [`report`] (the daily report from Prometheus and the database), [`store`]
-//!   (PostgreSQL + pgvector: pool, migrations, queries), [`embed`] (embedding providers and the worker), [`orchestrator`]
-//!   (the orchestrator's socket thread, dispatcher and actions), [`rollout`] (the flags in
+//!   (PostgreSQL + pgvector: pool, migrations, queries), [`embed`] (embedding providers and
+//!   the worker), [`orchestrator`] (the orchestrator's socket thread, dispatcher and actions), [`rollout`] (the flags in
 //!   force: the hot-reloaded flags file, gates, the kill switch, automatic rollback),
 //!   [`metrics`], [`http`] (`/metrics`, `/healthz`), [`wakeup`], [`telemetry`],
 //!   [`shutdown`].
 //! - top: [`app`] (the `memshift proxy` and `memshift orchestrator` processes, the
-//!   `memshift outbox`, `flags check`, `backfill`, `reconcile` and `report` commands); the binary in
-//!   `src/main.rs` is the CLI.
+//!   `memshift outbox`, `flags check`, `backfill`, `reconcile` and `report` commands); the
+//!   binary in `src/main.rs` is the CLI.
 //!
 //! # The life of one request through the proxy
 //! 1. A client's REQ or DEALER sends one frame to the agent's old port, where the proxy's

@@ -641,7 +641,6 @@ fn check_flags(config: &Config, flags: Option<&std::path::Path>, proxy: Option<&
     }
 }
 
-/// An async runtime from `builder`, or `None` (reported) when it cannot start.
 /// Runs a one-shot command's future on a multi-threaded runtime.
 fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread()
@@ -651,6 +650,7 @@ fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> 
         .block_on(future)
 }
 
+/// An async runtime from `builder`, or `None` (reported) when it cannot start.
 fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
     match builder.enable_all().build() {
         Ok(rt) => Some(rt),

@@ -113,6 +113,16 @@ fn count(summary: &Value, field: &str, entity: &str) -> i64 {
     summary[field][entity].as_i64().unwrap_or(0)
 }
 
+/// The first difference of `class` a report lists.
+fn first_of<'a>(report: &'a Value, class: &str) -> &'a Value {
+    report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["class"] == class)
+        .unwrap_or_else(|| panic!("no {class} difference in {report}"))
+}
+
 fn class(report: &Value, class: &str) -> i64 {
     report["counts"][class]
         .as_object()
@@ -218,12 +228,7 @@ fn injected_differences_are_found_and_repaired() {
     assert_eq!(class(&report, "missing_in_orchestrator"), 1, "{report}");
     assert_eq!(class(&report, "missing_in_legacy"), 1, "{report}");
     assert_eq!(class(&report, "different"), 1, "{report}");
-    let different = report["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["class"] == "different")
-        .unwrap();
+    let different = first_of(&report, "different");
     assert_eq!(different["key"], "user-0002");
     assert!(
         different["paths"]
@@ -233,12 +238,7 @@ fn injected_differences_are_found_and_repaired() {
             .any(|p| p.as_str().unwrap().starts_with("content.")),
         "{different}"
     );
-    let stray = report["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["class"] == "missing_in_legacy")
-        .unwrap();
+    let stray = first_of(&report, "missing_in_legacy");
     assert_eq!(stray["memory_id"], "stray-1");
     assert!(
         !report.to_string().contains("only in legacy") && !report.to_string().contains("only here"),
@@ -282,7 +282,7 @@ fn a_backfill_alongside_dual_write_keeps_each_write_once() {
     rig.wait_queued(200);
     // Writes go on through the proxy while the backfill reads the store and sends it.
     let stop = AtomicBool::new(false);
-    let toml = format!("{}\n[database]\nurl = \"{}\"\n", rig.toml, db.url);
+    let toml = common::pg::config_with_database(&rig.toml, &db);
     let store = rig.legacy.data_dir.to_str().unwrap().to_owned();
     let (backfilled, live_writes) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
@@ -369,7 +369,7 @@ fn a_backfilled_contextual_history_reads_and_reconciles_like_legacy() {
         request(&socket, body.to_string().as_bytes());
     }
     rig.wait_queued(60);
-    let toml = format!("{}\n[database]\nurl = \"{}\"\n", rig.toml, db.url);
+    let toml = common::pg::config_with_database(&rig.toml, &db);
     let store = data.path().to_str().unwrap();
     let backfilled = memshift_cli(
         &["backfill", "--agent", "contextual_memory", "--from", store],

@@ -223,7 +223,7 @@ fn the_daily_report_gathers_metrics_mismatch_patterns_and_reconcile_runs() {
     });
     prometheus.wait_scraped(10);
     stand.stop_traffic();
-    let toml = format!("{}\n[database]\nurl = \"{}\"\n", stand.toml, stand.db.url);
+    let toml = stand.toml.clone();
     let drained = memshift_cli(&["outbox", "drain", "--timeout", "30s"], &toml);
     assert!(drained.status.success(), "{drained:?}");
     let store = contextual_store.to_str().unwrap();

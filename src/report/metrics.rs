@@ -182,68 +182,69 @@ pub(super) async fn fill(
         .collect();
 
     let mut outbox: BTreeMap<String, Outbox> = BTreeMap::new();
-    let gauges = [
-        format!("max by (agent) (max_over_time(memshift_outbox_pending[{range}]))"),
-        format!("max by (agent) (max_over_time(memshift_outbox_oldest_age_seconds[{range}]))"),
-        "sum by (agent) (memshift_outbox_dead_letters)".to_owned(),
+    type Setter = fn(&mut Outbox, f64);
+    let gauges: [(String, Setter); 3] = [
+        (
+            format!("max by (agent) (max_over_time(memshift_outbox_pending[{range}]))"),
+            |o, v| o.max_pending = v,
+        ),
+        (
+            format!("max by (agent) (max_over_time(memshift_outbox_oldest_age_seconds[{range}]))"),
+            |o, v| o.max_oldest_age_seconds = v,
+        ),
+        (
+            "sum by (agent) (memshift_outbox_dead_letters)".to_owned(),
+            |o, v| o.dead_letters = v,
+        ),
     ];
-    for (i, expr) in gauges.iter().enumerate() {
+    for (expr, set) in &gauges {
         for s in p.instant(expr, at).await? {
-            let o = outbox_row(&mut outbox, s.label("agent"));
-            let v = s.number();
-            match i {
-                0 => o.max_pending = v,
-                1 => o.max_oldest_age_seconds = v,
-                _ => o.dead_letters = v,
-            }
+            set(outbox.entry(s.label("agent")).or_default(), s.number());
         }
     }
     let expr =
         format!("sum by (agent, outcome) (increase(memshift_mirror_deliveries_total[{range}]))");
     for s in p.instant(&expr, at).await? {
-        let o = outbox_row(&mut outbox, s.label("agent"));
+        let o = outbox.entry(s.label("agent")).or_default();
         o.deliveries.insert(s.label("outcome"), count(s.number()));
     }
     let expr = format!("sum by (agent) (increase(memshift_mirror_dropped_total[{range}]))");
     for s in p.instant(&expr, at).await? {
-        outbox_row(&mut outbox, s.label("agent")).dropped = count(s.number());
+        outbox.entry(s.label("agent")).or_default().dropped = count(s.number());
     }
-    report.outbox = outbox.into_values().collect();
+    report.outbox = outbox
+        .into_iter()
+        .map(|(agent, o)| Outbox { agent, ..o })
+        .collect();
 
     let mut rollbacks: BTreeMap<String, Rollbacks> = BTreeMap::new();
     let expr =
         format!("sum by (agent, trigger) (increase(memshift_rollback_trips_total[{range}]))");
     for s in p.instant(&expr, at).await? {
-        let r = rollback_row(&mut rollbacks, s.label("agent"));
+        let r = rollbacks.entry(s.label("agent")).or_default();
         r.automatic.insert(s.label("trigger"), count(s.number()));
     }
     let expr =
         format!("max by (agent, reason) (max_over_time(memshift_rollback_reason[{range}])) > 0");
     for s in p.instant(&expr, at).await? {
-        rollback_row(&mut rollbacks, s.label("agent"))
+        rollbacks
+            .entry(s.label("agent"))
+            .or_default()
             .reasons
             .push(s.label("reason"));
     }
     let expr = format!("max by (agent) (avg_over_time(memshift_rollback_active[{range}]))");
     for s in p.instant(&expr, at).await? {
-        rollback_row(&mut rollbacks, s.label("agent")).share_rolled_back = s.number();
+        rollbacks
+            .entry(s.label("agent"))
+            .or_default()
+            .share_rolled_back = s.number();
     }
-    report.rollbacks = rollbacks.into_values().collect();
+    report.rollbacks = rollbacks
+        .into_iter()
+        .map(|(agent, r)| Rollbacks { agent, ..r })
+        .collect();
     Ok(())
-}
-
-fn outbox_row(rows: &mut BTreeMap<String, Outbox>, agent: String) -> &mut Outbox {
-    rows.entry(agent.clone()).or_insert_with(|| Outbox {
-        agent,
-        ..Outbox::default()
-    })
-}
-
-fn rollback_row(rows: &mut BTreeMap<String, Rollbacks>, agent: String) -> &mut Rollbacks {
-    rows.entry(agent.clone()).or_insert_with(|| Rollbacks {
-        agent,
-        ..Rollbacks::default()
-    })
 }
 
 /// `increase()` extrapolates to fractions; a count of events is whole.

@@ -97,12 +97,12 @@ pub struct Timeline {
     pub points: Vec<(i64, f64)>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct Pattern {
     pub agent: String,
     pub action: String,
     pub paths: Vec<String>,
-    pub count: u64,
+    pub count: i64,
     pub first: DateTime<Utc>,
     pub last: DateTime<Utc>,
 }
@@ -218,19 +218,10 @@ impl Report {
     }
 }
 
-/// agent, action, paths, count, first, last.
-type PatternRow = (
-    String,
-    String,
-    Vec<String>,
-    i64,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
-
 async fn patterns(pool: &PgPool, report: &Report, top: usize) -> anyhow::Result<Vec<Pattern>> {
-    let rows: Vec<PatternRow> = sqlx::query_as(
-        r"SELECT agent, action, pattern, count(*), min(recorded_at), max(recorded_at)
+    sqlx::query_as(
+        r"SELECT agent, action, pattern AS paths, count(*) AS count,
+                 min(recorded_at) AS first, max(recorded_at) AS last
               FROM (SELECT agent, action, recorded_at,
                            ARRAY(SELECT DISTINCT regexp_replace(p, '\[[0-9]+\]', '[]', 'g')
                                  FROM unnest(paths) AS p ORDER BY 1) AS pattern
@@ -245,38 +236,30 @@ async fn patterns(pool: &PgPool, report: &Report, top: usize) -> anyhow::Result<
     .bind(i64::try_from(top).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await
-    .context("reading shadow_mismatches")?;
-    Ok(rows
-        .into_iter()
-        .map(|(agent, action, paths, count, first, last)| Pattern {
-            agent,
-            action,
-            paths,
-            count: count as u64,
-            first,
-            last,
-        })
-        .collect())
+    .context("reading shadow_mismatches")
 }
 
-type RunRow = (
-    String,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    i64,
-    i64,
-    sqlx::types::Json<BTreeMap<String, BTreeMap<String, u64>>>,
-    i64,
-    i64,
-    i64,
-);
+/// One `reconcile_runs` row, with the agent's runs in the period.
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    agent: String,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    legacy_entities: i64,
+    orchestrator_entities: i64,
+    /// Differences by class, then entity.
+    counts: sqlx::types::Json<BTreeMap<String, BTreeMap<String, u64>>>,
+    repaired: i64,
+    repair_failed: i64,
+    runs_in_period: i64,
+}
 
 async fn reconcile_runs(pool: &PgPool, report: &Report) -> anyhow::Result<Vec<ReconcileRun>> {
     let rows: Vec<RunRow> = sqlx::query_as(
         "SELECT DISTINCT ON (agent) agent, started_at, finished_at, legacy_entities,
                 orchestrator_entities, counts, repaired, repair_failed,
                 count(*) FILTER (WHERE started_at >= $1 AND started_at <= $2)
-                    OVER (PARTITION BY agent)
+                    OVER (PARTITION BY agent) AS runs_in_period
          FROM reconcile_runs
          WHERE started_at <= $2
          ORDER BY agent, started_at DESC, id DESC",
@@ -288,24 +271,21 @@ async fn reconcile_runs(pool: &PgPool, report: &Report) -> anyhow::Result<Vec<Re
     .context("reading reconcile_runs")?;
     Ok(rows
         .into_iter()
-        .map(
-            |(agent, started_at, finished_at, legacy, orch, counts, repaired, failed, n)| {
-                ReconcileRun {
-                    agent,
-                    started_at,
-                    finished_at,
-                    legacy_entities: legacy,
-                    orchestrator_entities: orch,
-                    counts: counts
-                        .0
-                        .into_iter()
-                        .map(|(class, entities)| (class, entities.values().sum()))
-                        .collect(),
-                    repaired,
-                    repair_failed: failed,
-                    runs_in_period: n,
-                }
-            },
-        )
+        .map(|r| ReconcileRun {
+            agent: r.agent,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            legacy_entities: r.legacy_entities,
+            orchestrator_entities: r.orchestrator_entities,
+            counts: r
+                .counts
+                .0
+                .into_iter()
+                .map(|(class, entities)| (class, entities.values().sum()))
+                .collect(),
+            repaired: r.repaired,
+            repair_failed: r.repair_failed,
+            runs_in_period: r.runs_in_period,
+        })
         .collect())
 }

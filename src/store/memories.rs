@@ -97,7 +97,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         // Plain equalities, so that the owner's index finds the candidates (IS NOT DISTINCT
-        // FROM cannot use one: a backfill of 100 000 jarvis memories ran 4× slower).
+        // FROM cannot use one: a backfill of 100 000 jarvis memories slowed as it went).
         let owned = match (&m.session_id, &m.user_id) {
             (Some(_), _) => "c.session_id = $1",
             (None, Some(_)) => "c.session_id IS NULL AND c.user_id = $2",

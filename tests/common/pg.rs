@@ -233,8 +233,24 @@ pub fn orchestrator_toml(database_url: &str, orchestrator: &str, extra: &str) ->
 /// A `tcp://127.0.0.1:PORT` endpoint on a port that was free a moment ago, for a process
 /// that must come back on the same endpoint after a restart.
 pub fn free_endpoint() -> String {
+    format!("tcp://{}", free_addr())
+}
+
+/// A 127.0.0.1 address on a port that was free a moment ago.
+pub fn free_addr() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    format!("tcp://{}", listener.local_addr().expect("addr"))
+    listener.local_addr().expect("addr")
+}
+
+/// `toml` with a `[database]` section naming `db`, for the one-shot commands that read it
+/// (backfill's reconcile, report).
+pub fn config_with_database(toml: &str, db: &TestDb) -> String {
+    format!(
+        "{toml}
+[database]
+url = \"{}\"\n",
+        db.url
+    )
 }
 
 impl Orchestrator {

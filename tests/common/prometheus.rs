@@ -2,7 +2,7 @@
 //! whole migration stand it scrapes: PostgreSQL, the orchestrator, the three stand-ins and
 //! one proxy in front of them, under traffic.
 
-use super::pg::{Orchestrator, TestDb};
+use super::pg::{Orchestrator, TestDb, config_with_database};
 use super::rig::write_flags;
 use super::*;
 use serde_json::{Value, json};
@@ -36,9 +36,7 @@ impl Prometheus {
             targets.join(", ")
         );
         std::fs::write(dir.path().join("prometheus.yml"), config).expect("write config");
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port");
+        let addr = super::pg::free_addr();
         let child = Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",
@@ -146,6 +144,7 @@ pub struct Stand {
     pub db: TestDb,
     pub orchestrator: Orchestrator,
     pub proxy: Proxy,
+    /// The proxy's configuration, with `[database]`.
     pub toml: String,
     pub legacy: Vec<StandIn>,
     pub data: TempDir,
@@ -172,14 +171,18 @@ impl Stand {
             .zip(&legacy)
             .map(|((a, _), l)| agent_toml(a, a, &l.endpoint, ""))
             .collect();
-        let toml = proxy_toml(
-            "",
-            &format!(
-                "{agents}[mirror]\norchestrator = \"{orch}\"\ndata_dir = \"{data}\"\n\
+        // The database too: the one-shot commands (reconcile, report) read it.
+        let toml = config_with_database(
+            &proxy_toml(
+                "",
+                &format!(
+                    "{agents}[mirror]\norchestrator = \"{orch}\"\ndata_dir = \"{data}\"\n\
                  timeout = \"500ms\"\n[rollout]\nflags = \"{data}/flags.toml\"\ngates = \"warn\"\n",
-                orch = orchestrator.endpoint,
-                data = data.path().display()
+                    orch = orchestrator.endpoint,
+                    data = data.path().display()
+                ),
             ),
+            &db,
         );
         let proxy = Proxy::start_toml(&toml);
         let stop = Arc::new(AtomicBool::new(false));
