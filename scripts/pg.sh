@@ -18,7 +18,12 @@
 # The clusters are for throwaway data only: fsync is off.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PGSERVER_VERSION=0.1.6
+# 0.1.5, not 0.1.6: both ship PostgreSQL 18.3 with pgvector 0.8.2, but 0.1.6's vector.so was
+# built for AVX-512 throughout (`objdump -d vector.so | grep zmm` finds it in cosine_distance
+# and the HNSW code), so on a CPU without AVX-512 the first distance kills the backend with
+# SIGILL and every connection restarts. 0.1.5 uses AVX-512 only behind pgvector's own CPU
+# check, and runs on any x86-64 machine.
+PGSERVER_VERSION=0.1.5
 PG_USER=memshift-pg
 
 die() { echo "pg.sh: $*" >&2; exit 1; }

@@ -58,6 +58,88 @@ fn write_value(out: &mut String, value: &Value) {
     }
 }
 
+/// Python's `repr()` (and `str()`, for a list or a dict) of a JSON value as `json.loads`
+/// gives it: `['a', 1, None, True, {'k': 1.5}]`. `None` when a string holds a character
+/// outside ASCII: whether Python prints it or escapes it depends on the Unicode database
+/// (`str.isprintable`), which memshift does not carry.
+pub fn repr(value: &Value) -> Option<String> {
+    let mut out = String::new();
+    write_repr(&mut out, value)?;
+    Some(out)
+}
+
+fn write_repr(out: &mut String, value: &Value) -> Option<()> {
+    match value {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => write!(out, "{i}").expect("writing to a String cannot fail"),
+            (None, Some(u), _) => write!(out, "{u}").expect("writing to a String cannot fail"),
+            // An integral float this large may have been an integer literal beyond u64, which
+            // Python keeps exact and serde_json does not: unknown. (serde_json holds finite
+            // numbers only, so json's `Infinity` never meets Python's `inf`.)
+            (None, None, Some(f)) if f.fract() == 0.0 && f.abs() >= 9.2e18 => return None,
+            (None, None, f) => out.push_str(&float_repr(f?)),
+        },
+        Value::String(s) => write_str_repr(out, s)?,
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_repr(out, item)?;
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_str_repr(out, key)?;
+                out.push_str(": ");
+                write_repr(out, item)?;
+            }
+            out.push('}');
+        }
+    }
+    Some(())
+}
+
+/// CPython's `unicode_repr` for ASCII text: single quotes unless the text has a single
+/// quote and no double one; `\\`, `\t`, `\n`, `\r` and the quote escaped; other control
+/// characters as `\xNN`.
+fn write_str_repr(out: &mut String, s: &str) -> Option<()> {
+    if !s.is_ascii() {
+        return None;
+    }
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            c => write!(out, "\\x{:02x}", c as u32).expect("writing to a String cannot fail"),
+        }
+    }
+    out.push(quote);
+    Some(())
+}
+
 /// A string literal with Python's `ensure_ascii` escaping.
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
@@ -174,6 +256,34 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(dumps(&json!(input)), expected, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn repr_follows_python() {
+        // Expected strings are what CPython 3.11 prints for str(json.loads(...)).
+        let cases = [
+            (
+                r#"["a", 1, null, true, false, 1.5]"#,
+                "['a', 1, None, True, False, 1.5]",
+            ),
+            (r#"[{"k": [], "j": {}}]"#, "[{'k': [], 'j': {}}]"),
+            (
+                r#"["it's", "say \"hi\"", "both ' \"", "a\\b\n\t\u0001\u007f"]"#,
+                r#"["it's", 'say "hi"', 'both \' "', 'a\\b\n\t\x01\x7f']"#,
+            ),
+            (
+                r#"[1e16, 12345678901234567890]"#,
+                "[1e+16, 12345678901234567890]",
+            ),
+        ];
+        for (input, expected) in cases {
+            let v: Value = serde_json::from_str(input).expect("valid json");
+            assert_eq!(repr(&v).as_deref(), Some(expected), "input {input}");
+        }
+        assert_eq!(repr(&json!(["é"])), None);
+        // An integer beyond u64 reaches serde_json as a float: Python would print it exactly.
+        let big: Value = serde_json::from_str("[100000000000000000000]").expect("valid json");
+        assert_eq!(repr(&big), None);
     }
 
     #[test]

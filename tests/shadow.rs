@@ -204,7 +204,7 @@ fn a_row_altered_in_postgres_is_a_mismatch_at_the_right_path() {
     send_all(&rig, &requests);
     assert_eq!(rig.drain(), 0);
     db.exec(
-        "UPDATE memory_entries SET content = jsonb_set(content, '{text}', '\"altered\"')
+        "UPDATE memory_entries SET content = jsonb_set(content_doc, '{text}', '\"altered\"')::json
          WHERE memory_id = (SELECT memory_id FROM memory_entries ORDER BY created_at LIMIT 1 OFFSET 1)",
     );
     send_all(&rig, &[json!({"action": "get_context", "session_id": "s"})]);

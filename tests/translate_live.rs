@@ -117,7 +117,7 @@ fn contextual_memory_writes_mirror_exactly_once() {
         ["use SQLite"]
     );
     assert_eq!(
-        db.scalar("SELECT count(*) FROM memory_entries WHERE session_id = 'null'"),
+        db.scalar("SELECT count(*) FROM memory_entries WHERE session_id = 'json:null'"),
         1
     );
     replay(&calls, &mut c);
@@ -215,9 +215,10 @@ fn predicted_write_replies_are_the_legacy_agents_own() {
                 json!({"action": "create_session", "request_id": "çà☀😀"}),
                 Accepted,
             ),
+            // Falsy: the agent reuses the last session id any request touched.
             (
                 json!({"action": "create_session", "session_id": ""}),
-                Accepted,
+                Unpredictable,
             ),
             (
                 json!({"action": "create_session", "session_id": 7}),
@@ -270,9 +271,14 @@ fn predicted_write_replies_are_the_legacy_agents_own() {
                 json!({"action": "record_decision", "session_id": "fresh", "decision": "x"}),
                 Accepted,
             ),
+            // Whatever the content, the agent saves it and answers its 'bool' reply.
             (
                 json!({"action": "add_interaction", "session_id": "c1", "content": 5}),
-                Unpredictable,
+                Accepted,
+            ),
+            (
+                json!({"action": "add_interaction", "session_id": 5, "type": "code", "content": "x"}),
+                Accepted,
             ),
         ],
     );
@@ -295,6 +301,10 @@ fn predicted_write_replies_are_the_legacy_agents_own() {
             ),
             (
                 json!({"action": "add_memory", "user_id": 3, "memory": "x"}),
+                Accepted,
+            ),
+            (
+                json!({"action": "add_memory", "user_id": [3], "memory": "x"}),
                 Unpredictable,
             ),
         ],

@@ -6,6 +6,11 @@
 //! The request's `max_tokens` cuts the two texts to `(max_tokens // 2) * 4` characters plus
 //! `"..."` when longer.
 //!
+//! Contents that are not strings follow the agent's own failures (`specs/legacy-agents.md`,
+//! revised): a `code` content that is not a string makes the rebuild raise, so the agent
+//! keeps its previous summary; the answer then is the newest window whose rebuild worked,
+//! which is why twice the window is fetched.
+//!
 //! A backfilled session brings the agent's own summary (a `summary` memory, see
 //! `translate::contextual_summary`): it was built from interactions the agent may no longer
 //! keep, so the orchestrator cannot rebuild it. While no interaction is newer than that
@@ -17,26 +22,28 @@
 //! legacy text that is a cut of the rebuilt one matches); a live read returns the whole
 //! text.
 
-use super::{Prepared, Stored, Unsupported, epoch, int_param, query};
+use super::{Prepared, Stored, Unsupported, epoch, query};
+use crate::profile::Profile;
+use crate::pyjson;
+use crate::translate::request_key;
 use serde_json::{Map, Value, json};
 
 /// Interactions a summary is built from.
-const WINDOW: usize = 51;
+pub const WINDOW: usize = 51;
+
+/// Interactions fetched: enough to find the newest window whose rebuild worked when the
+/// newest ones hold a `code` content that is not a string (it stays in 51 windows).
+const FETCHED: usize = 2 * WINDOW;
 
 const NO_SUMMARY: &str = "'NoneType' object has no attribute 'get'";
 
 pub fn prepare(req: &Map<String, Value>) -> Prepared {
-    // A missing id is stored (and mirrored) under "null".
-    let session_id = match req.get("session_id") {
-        None | Some(Value::Null) => "null".to_owned(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Prepared::Unsupported(Unsupported::OddParameter),
+    let session_id = match request_key(Profile::ContextualMemory, req) {
+        Some(key) => key,
+        None => return Prepared::Unsupported(Unsupported::OddParameter),
     };
-    if int_param(req, "max_tokens", 2000).is_none() {
-        return Prepared::Unsupported(Unsupported::OddParameter);
-    }
     let mut interactions = query("context", ("session_id", &session_id));
-    interactions.newest = Some(WINDOW);
+    interactions.newest = Some(FETCHED);
     let mut imported = query("summary", ("session_id", &session_id));
     imported.newest = Some(1);
     Prepared::Fetch {
@@ -49,10 +56,35 @@ pub fn prepare(req: &Map<String, Value>) -> Prepared {
     }
 }
 
+/// What the agent makes of `max_tokens` (`request.get("max_tokens", 2000)`).
+enum MaxTokens {
+    /// An int (Python's bools are ints): cut to `(n // 2) * 4` characters.
+    Cut(i64),
+    /// `null` is 2000 (the agent's `or 2000`); a float cuts nothing.
+    NoCut,
+    /// Anything else makes the cut raise: the agent answers its `'NoneType'` error when the
+    /// summary has a text to cut, else the summary as it is.
+    Odd,
+}
+
+fn max_tokens(req: &Map<String, Value>) -> MaxTokens {
+    match req.get("max_tokens") {
+        None | Some(Value::Null) => MaxTokens::Cut(2000),
+        Some(Value::Bool(b)) => MaxTokens::Cut(i64::from(*b)),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => MaxTokens::Cut(i),
+            // Above i64: the cut is longer than any text.
+            (None, Some(_)) => MaxTokens::NoCut,
+            (None, None) => MaxTokens::NoCut,
+        },
+        Some(_) => MaxTokens::Odd,
+    }
+}
+
 pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, Unsupported> {
-    let max_tokens = int_param(req, "max_tokens", 2000).ok_or(Unsupported::OddParameter)?;
     let interactions = data.first().map_or(&[][..], Vec::as_slice);
     let decisions = data.get(1).map_or(&[][..], Vec::as_slice);
+    let imported = data.get(2).and_then(|s| s.last());
     let key_decisions: Vec<Value> = decisions
         .iter()
         .map(|d| {
@@ -62,63 +94,127 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
             })
         })
         .collect();
-    let newest = interactions.last().map(|s| s.created_at);
-    let imported = data
-        .get(2)
-        .and_then(|s| s.last())
-        .filter(|s| newest.is_none_or(|t| s.created_at >= t));
-    if let Some(imported) = imported {
-        let Value::Object(stored) = &imported.content else {
-            return Err(Unsupported::OddContent);
-        };
-        let mut summary = stored.clone();
-        summary.insert("key_decisions".into(), json!(key_decisions));
-        cut(&mut summary, max_tokens);
-        return Ok(Value::Object(summary));
-    }
-    if interactions.len() < WINDOW {
-        if key_decisions.is_empty() {
-            return Ok(json!({"status": "error", "message": NO_SUMMARY}));
+    let summary = match stored_summary(interactions, imported)? {
+        Some(mut summary) => {
+            summary.insert("key_decisions".into(), json!(key_decisions));
+            summary
         }
-        return Ok(json!({ "key_decisions": key_decisions }));
+        None if key_decisions.is_empty() => return Ok(no_summary()),
+        None => Map::from_iter([("key_decisions".to_owned(), json!(key_decisions))]),
+    };
+    Ok(cut(summary, max_tokens(req)))
+}
+
+fn no_summary() -> Value {
+    json!({"status": "error", "message": NO_SUMMARY})
+}
+
+/// The summary the agent holds (without its key decisions): the newest rebuild that worked,
+/// or the imported one when no interaction is newer; `None` when there is neither.
+///
+/// # Errors
+/// The rebuild that worked is older than what was fetched.
+fn stored_summary(
+    interactions: &[Stored],
+    imported: Option<&Stored>,
+) -> Result<Option<Map<String, Value>>, Unsupported> {
+    // Every add from the 51st on rebuilt from the newest 51 at its time: try them newest
+    // first. Each fetched interaction is newer than the imported summary, or not.
+    let complete = interactions.len() < FETCHED;
+    for end in (0..=interactions.len()).rev() {
+        let newest = end.checked_sub(1).map(|i| &interactions[i]);
+        if let Some(imported) = imported
+            && newest.is_none_or(|n| n.created_at <= imported.created_at)
+        {
+            let Value::Object(stored) = &imported.content else {
+                return Err(Unsupported::OddContent);
+            };
+            return Ok(Some(stored.clone()));
+        }
+        if end < WINDOW {
+            return if complete {
+                Ok(None)
+            } else {
+                Err(Unsupported::TooLarge)
+            };
+        }
+        // Newest first, as the agent keeps them.
+        let window: Vec<&Stored> = interactions[end - WINDOW..end].iter().rev().collect();
+        if let Some(summary) = rebuild(&window) {
+            return Ok(Some(summary));
+        }
     }
-    // Newest first, as the agent keeps them.
-    let window: Vec<&Stored> = interactions.iter().rev().take(WINDOW).collect();
-    let of_type = |t: &str| -> Result<Vec<&str>, Unsupported> {
+    Ok(None)
+}
+
+/// The agent's `_update_summary` of one window (newest first); `None` where it raises (a
+/// `code` content that is not a string).
+fn rebuild(window: &[&Stored]) -> Option<Map<String, Value>> {
+    let of_type = |t: &str| -> Vec<&Value> {
         window
             .iter()
             .filter(|s| s.content.get("type").and_then(Value::as_str) == Some(t))
-            .map(|s| {
-                s.content
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .ok_or(Unsupported::OddContent)
-            })
+            .map(|s| s.content.get("text").unwrap_or(&Value::Null))
             .collect()
     };
     let mut summary = Map::new();
     summary.insert("last_updated".into(), epoch(window[0].created_at));
-    let code = of_type("code")?;
+    let code = of_type("code");
     if !code.is_empty() {
-        summary.insert("code_context".into(), json!(code_summary(&code)));
+        let code: Option<Vec<&str>> = code.iter().map(|c| c.as_str()).collect();
+        summary.insert("code_context".into(), json!(code_summary(&code?)));
     }
-    let queries = of_type("user_query")?;
-    let responses = of_type("system_response")?;
+    let queries = of_type("user_query");
+    let responses = of_type("system_response");
     if !queries.is_empty() || !responses.is_empty() {
-        let mut text = format!(
-            "Conversation Summary:\nTotal queries: {}\nTotal responses: {}\n",
-            queries.len(),
-            responses.len()
+        summary.insert(
+            "conversation_summary".into(),
+            json!(conversation_summary(&queries, responses.len())),
         );
-        if !queries.is_empty() {
-            text.push_str("\nRecent Queries:\n");
-            for q in queries.iter().take(3) {
-                text.push_str(&format!("- {}...\n", py_prefix(q, 100)));
-            }
-        }
-        summary.insert("conversation_summary".into(), json!(text));
     }
-    let errors: Vec<Value> = of_type("error")?
+    summary.insert("errors_encountered".into(), errors(&of_type("error")));
+    Some(summary)
+}
+
+/// The conversation summary; the agent's `except` turns a query it cannot slice (a number,
+/// an object, `null`, a bool) into a fixed text. A list slices, and prints as Python's
+/// `str(list)`.
+fn conversation_summary(queries: &[&Value], responses: usize) -> String {
+    let mut text = format!(
+        "Conversation Summary:\nTotal queries: {}\nTotal responses: {responses}\n",
+        queries.len(),
+    );
+    if !queries.is_empty() {
+        text.push_str("\nRecent Queries:\n");
+        for q in queries.iter().take(3) {
+            let shown = match q {
+                Value::String(s) => py_prefix(s, 100),
+                Value::Array(items) => {
+                    let head = Value::Array(items.iter().take(100).cloned().collect());
+                    match pyjson::repr(&head) {
+                        Some(shown) => shown,
+                        None => return "Error summarizing conversation".to_owned(),
+                    }
+                }
+                _ => return "Error summarizing conversation".to_owned(),
+            };
+            text.push_str(&format!("- {shown}...\n"));
+        }
+    }
+    text
+}
+
+/// Errors worth keeping, cut to 200 characters; `[]` when one is not a string (the agent's
+/// `.lower()` raises and its `except` gives up on all of them).
+fn errors(contents: &[&Value]) -> Value {
+    let Some(texts) = contents
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Option<Vec<_>>>()
+    else {
+        return json!([]);
+    };
+    let kept: Vec<Value> = texts
         .into_iter()
         .filter(|e| {
             let lower = e.to_lowercase();
@@ -126,22 +222,28 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
         })
         .map(|e| json!(py_prefix(e, 200)))
         .collect();
-    summary.insert("errors_encountered".into(), json!(errors));
-    summary.insert("key_decisions".into(), json!(key_decisions));
-    cut(&mut summary, max_tokens);
-    Ok(Value::Object(summary))
+    json!(kept)
 }
 
 /// `get_context`'s cut of the two texts to `(max_tokens // 2) * 4` characters plus `"..."`.
-fn cut(summary: &mut Map<String, Value>, max_tokens: i64) {
-    let limit = max_tokens.div_euclid(2) * 4;
-    for field in ["code_context", "conversation_summary"] {
+fn cut(mut summary: Map<String, Value>, max_tokens: MaxTokens) -> Value {
+    const TEXTS: [&str; 2] = ["code_context", "conversation_summary"];
+    let limit = match max_tokens {
+        MaxTokens::Cut(n) => n.div_euclid(2).saturating_mul(4),
+        MaxTokens::NoCut => return Value::Object(summary),
+        MaxTokens::Odd if TEXTS.iter().any(|t| summary.contains_key(*t)) => {
+            return no_summary();
+        }
+        MaxTokens::Odd => return Value::Object(summary),
+    };
+    for field in TEXTS {
         if let Some(Value::String(text)) = summary.get_mut(field)
             && text.chars().count() as i64 > limit
         {
             *text = format!("{}...", py_prefix(text, limit));
         }
     }
+    Value::Object(summary)
 }
 
 /// The agent's `code_summary` of code contents, newest first.
@@ -150,7 +252,7 @@ pub(super) fn code_summary(code: &[&str]) -> String {
     let mut text = format!(
         "Code Summary:\nTotal snippets: {}\nTotal lines: {}\n",
         code.len(),
-        all.split('\n').count()
+        splitlines(&all)
     );
     let lowered = all.to_lowercase();
     if lowered.contains("database") {
@@ -180,6 +282,36 @@ pub(super) fn code_summary(code: &[&str]) -> String {
         text.push_str(&format!("\nDETECTED DOMAINS: {}\n", domains.join(", ")));
     }
     text
+}
+
+/// `len(s.splitlines())`: Python's line boundaries are `\n`, `\r`, `\r\n` (one), `\v`, `\f`,
+/// `\x1c`–`\x1e`, `\x85`, `\u2028` and `\u2029`; a boundary at the very end adds no line,
+/// and `""` has none.
+pub(super) fn splitlines(s: &str) -> usize {
+    let mut lines = 0;
+    let mut open = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n'
+            | '\u{0b}'
+            | '\u{0c}'
+            | '\u{1c}'..='\u{1e}'
+            | '\u{85}'
+            | '\u{2028}'
+            | '\u{2029}' => {
+                lines += 1;
+                open = false;
+            }
+            '\r' => {
+                chars.next_if_eq(&'\n');
+                lines += 1;
+                open = false;
+            }
+            _ => open = true,
+        }
+    }
+    lines + usize::from(open)
 }
 
 /// Python's `s[:n]` on code points, negative `n` included.

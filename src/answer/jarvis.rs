@@ -1,24 +1,18 @@
-//! jarvis_memory `get_memories`: every memory of the user, oldest first, as stored.
+//! jarvis_memory `get_memories`: every memory of the user, oldest first, as stored (key
+//! order included). The user is keyed as the mirror keys it (`translate::id_key`).
 
 use super::{MAX_ENTRIES, Prepared, Stored, Unsupported, epoch, query};
+use crate::profile::Profile;
+use crate::translate::request_key;
 use serde_json::{Map, Value, json};
 
 pub fn prepare(req: &Map<String, Value>) -> Prepared {
-    match user(req) {
+    match request_key(Profile::JarvisMemory, req) {
         Some(user) => Prepared::Fetch {
             queries: vec![query("interaction", ("user_id", &user))],
             key: user,
         },
         None => Prepared::Unsupported(Unsupported::OddParameter),
-    }
-}
-
-/// `request.get("user_id", "default")`; a user id that is not a string is never mirrored.
-fn user(req: &Map<String, Value>) -> Option<String> {
-    match req.get("user_id") {
-        None => Some("default".to_owned()),
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => None,
     }
 }
 

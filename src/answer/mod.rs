@@ -9,8 +9,10 @@
 //! the letter (`specs/legacy-agents.md`): session_memory's token trimming, contextual's
 //! summary of the newest 51 interactions, jarvis's list.
 //!
-//! A request whose legacy answer depends on something memshift does not emulate (a
-//! `max_tokens` that is not a number, non-string contents in a summary) is
+//! Odd inputs are answered as the agent answers them (`specs/legacy-agents.md`, revised): a
+//! `max_tokens` that is not a number, contents that are not strings, ids of other JSON
+//! types. A request whose legacy answer depends on something memshift cannot know (a
+//! session id that is a number, a summary older than what was fetched) is
 //! [`Unsupported`]: it is skipped in comparisons and answered by legacy in live reads.
 
 mod contextual;
@@ -153,15 +155,6 @@ fn py_len(v: &Value) -> Option<usize> {
         Value::Array(a) => Some(a.len()),
         Value::Object(o) => Some(o.len()),
         _ => None,
-    }
-}
-
-/// A request parameter read like Python's `request.get(key, default)` into an int; `None`
-/// when it is there but not an integer (the agent would fail in its own way).
-fn int_param(req: &Map<String, Value>, key: &str, default: i64) -> Option<i64> {
-    match req.get(key) {
-        None => Some(default),
-        Some(v) => v.as_i64(),
     }
 }
 

@@ -1,8 +1,10 @@
 //! session_memory `get_context`: the newest interactions that fit in `max_tokens`
 //! (`len(content) // 4` each, stopping at the first that does not fit), in chronological
-//! order, with the request id echoed.
+//! order, with the request id echoed. Whatever raises inside the agent's loop (a content
+//! that is not a string, a `max_tokens` that is not a number) is caught by the agent, which
+//! answers success with an empty context.
 
-use super::{Prepared, Query, Stored, Unsupported, int_param, py_len, query};
+use super::{Prepared, Query, Stored, Unsupported, py_len, query};
 use chrono::{DateTime, Local, Timelike, Utc};
 use serde_json::{Map, Value, json};
 
@@ -16,17 +18,23 @@ pub fn prepare(req: &Map<String, Value>) -> Prepared {
         Some(Value::Number(n)) if n.as_f64() == Some(0.0) => return missing(request_id),
         Some(Value::Array(a)) if a.is_empty() => return missing(request_id),
         Some(Value::Object(o)) if o.is_empty() => return missing(request_id),
-        // A session id that is not a string is never mirrored.
+        // Unhashable: the agent's lookup raises, and it answers an empty context.
+        Some(Value::Array(_) | Value::Object(_)) => {
+            return Prepared::Immediate(empty(request_id));
+        }
+        // A number or `true`: the agent keeps it under the value in memory and as text in
+        // SQLite, unlike anything the mirror writes.
         Some(_) => return Prepared::Unsupported(Unsupported::OddParameter),
     };
-    if int_param(req, "max_tokens", 2000).is_none() {
-        return Prepared::Unsupported(Unsupported::OddParameter);
-    }
     let queries: Vec<Query> = vec![query("conversation", ("session_id", &session_id))];
     Prepared::Fetch {
         key: session_id,
         queries,
     }
+}
+
+fn empty(request_id: Value) -> Value {
+    json!({"status": "success", "context": [], "request_id": request_id})
 }
 
 fn missing(request_id: Value) -> Prepared {
@@ -37,14 +45,23 @@ fn missing(request_id: Value) -> Prepared {
 
 pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, Unsupported> {
     let request_id = req.get("request_id").cloned().unwrap_or(json!(""));
-    let max_tokens = int_param(req, "max_tokens", 2000).ok_or(Unsupported::OddParameter)?;
     let interactions = data.first().map_or(&[][..], Vec::as_slice);
+    // `total + tokens > max_tokens`: any number compares (a bool is an int); anything
+    // else raises at the first interaction.
+    let max_tokens = match req.get("max_tokens") {
+        None => Some(2000.0),
+        Some(Value::Bool(b)) => Some(f64::from(u8::from(*b))),
+        Some(v) => v.as_f64(),
+    };
     let mut context = Vec::new();
     let mut total: i64 = 0;
     for s in interactions.iter().rev() {
         let content = s.content.get("text").cloned().unwrap_or(Value::Null);
-        let tokens = py_len(&content).ok_or(Unsupported::OddContent)? as i64 / 4;
-        if total + tokens > max_tokens {
+        let (Some(len), Some(max_tokens)) = (py_len(&content), max_tokens) else {
+            return Ok(empty(request_id));
+        };
+        let tokens = len as i64 / 4;
+        if (total + tokens) as f64 > max_tokens {
             break;
         }
         total += tokens;

@@ -76,12 +76,13 @@ fn session_context_without_a_session_id_is_the_agents_error_at_once() {
             )
         );
     }
+    // An unhashable id: the agent's lookup raises and it answers an empty context.
     assert_eq!(
         prepare(
             Profile::SessionMemory,
-            &json!({"action": "get_context", "session_id": "s", "max_tokens": "ten"})
+            &json!({"action": "get_context", "session_id": ["s"], "request_id": "r"})
         ),
-        Prepared::Unsupported(Unsupported::OddParameter)
+        Prepared::Immediate(json!({"status": "success", "context": [], "request_id": "r"}))
     );
     assert_eq!(
         prepare(
@@ -124,7 +125,7 @@ fn contextual_has_no_summary_until_a_decision_or_the_51st_interaction() {
     let req = json!({"action": "get_context", "session_id": "c"});
     let (key, queries) = fetch(Profile::ContextualMemory, &req);
     assert_eq!(key, "c");
-    assert_eq!(queries[0].newest, Some(51));
+    assert_eq!(queries[0].newest, Some(102));
     assert_eq!(queries[1].filter["memory_type"], "decision");
     let fifty: Vec<Stored> = (0..50).map(|i| interaction("code", "x = 1", i)).collect();
     assert_eq!(
@@ -137,10 +138,10 @@ fn contextual_has_no_summary_until_a_decision_or_the_51st_interaction() {
         reply,
         json!({"key_decisions": [{"timestamp": 1_790_000_060.25, "decision": "use SQLite"}]})
     );
-    // A missing session id is the "null" session.
+    // A missing session id is Python's None, another session than "null".
     assert_eq!(
         fetch(Profile::ContextualMemory, &json!({"action": "get_context"})).0,
-        "null"
+        "json:null"
     );
 }
 
@@ -252,15 +253,232 @@ fn code_summaries_match_the_agents_text() {
 }
 
 #[test]
-fn contents_the_agent_could_not_process_are_unsupported() {
+fn what_raises_in_the_session_agents_loop_is_an_empty_context() {
+    let turn = |text: Value, s| {
+        stored(
+            "conversation",
+            json!({"text": text, "role": "user", "metadata": {}}),
+            s,
+        )
+    };
+    let empty = json!({"status": "success", "context": [], "request_id": ""});
     let req = json!({"action": "get_context", "session_id": "s"});
-    let odd = vec![vec![stored(
-        "conversation",
-        json!({"text": 42, "role": "user"}),
-        1,
-    )]];
+    // A content that is not a string, reached by the loop (newest first).
+    let odd = vec![vec![turn(json!(42), 1), turn(json!("fine"), 2)]];
     assert_eq!(
         answer(Profile::SessionMemory, &req, &odd),
-        Err(Unsupported::OddContent)
+        Ok(empty.clone())
     );
+    // Not reached: the loop stopped at the newest, which does not fit.
+    let small = json!({"action": "get_context", "session_id": "s", "max_tokens": 0});
+    let unreached = vec![vec![turn(json!(42), 1), turn(json!("12345678"), 2)]];
+    assert_eq!(
+        answer(Profile::SessionMemory, &small, &unreached).unwrap()["context"],
+        json!([])
+    );
+    let ok = vec![vec![turn(json!("abcd"), 1)]];
+    for (max_tokens, fits) in [
+        (json!("ten"), false),
+        (json!(null), false),
+        (json!([1]), false),
+        (json!(1.5), true),
+        (json!(true), true),
+        (json!(false), false),
+    ] {
+        let req = json!({"action": "get_context", "session_id": "s", "max_tokens": max_tokens});
+        let reply = answer(Profile::SessionMemory, &req, &ok).unwrap();
+        assert_eq!(
+            reply["context"].as_array().unwrap().len(),
+            usize::from(fits),
+            "max_tokens {max_tokens}"
+        );
+    }
+}
+
+fn window_of(kinds: &[(&str, Value)]) -> Vec<Stored> {
+    // Fill up to 51 with plain responses, oldest first; `kinds` are the newest.
+    let mut items: Vec<Stored> = (0..51 - kinds.len() as i64)
+        .map(|i| interaction("system_response", "fine", i))
+        .collect();
+    for (i, (kind, text)) in kinds.iter().enumerate() {
+        items.push(stored(
+            "context",
+            json!({"text": text, "type": kind}),
+            100 + i as i64,
+        ));
+    }
+    items
+}
+
+#[test]
+fn contextual_summaries_of_contents_that_are_not_strings_fail_as_the_agent_fails() {
+    let req = json!({"action": "get_context", "session_id": "c"});
+    let ask = |data: Vec<Stored>| answer(Profile::ContextualMemory, &req, &[data, vec![]]);
+    // A query that cannot be sliced: the conversation summary is the agent's fixed text.
+    for odd in [json!(5), json!({"q": 1}), json!(null), json!(true)] {
+        let reply = ask(window_of(&[("user_query", odd.clone())])).unwrap();
+        assert_eq!(
+            reply["conversation_summary"], "Error summarizing conversation",
+            "{odd}"
+        );
+    }
+    // A list slices, and prints as Python's str().
+    let reply = ask(window_of(&[("user_query", json!(["a", 1, null]))])).unwrap();
+    assert_eq!(
+        reply["conversation_summary"],
+        "Conversation Summary:\nTotal queries: 1\nTotal responses: 50\n\nRecent Queries:\n- ['a', 1, None]...\n"
+    );
+    // An error content that is not a string empties the whole list.
+    let reply = ask(window_of(&[
+        ("error", json!("an error")),
+        ("error", json!(7)),
+    ]))
+    .unwrap();
+    assert_eq!(reply["errors_encountered"], json!([]));
+    let reply = ask(window_of(&[("error", json!("an error"))])).unwrap();
+    assert_eq!(reply["errors_encountered"], json!(["an error"]));
+}
+
+#[test]
+fn a_code_content_that_is_not_a_string_keeps_the_previous_summary() {
+    let req = json!({"action": "get_context", "session_id": "c"});
+    // 51 adds built a summary; the 52nd is code that is not a string: every rebuild while
+    // it is among the newest 51 raises, and the agent keeps the first one.
+    let mut items = window_of(&[("code", json!("x = 1\n"))]);
+    items.push(stored("context", json!({"text": 12, "type": "code"}), 200));
+    let reply = answer(Profile::ContextualMemory, &req, &[items.clone(), vec![]]).unwrap();
+    assert_eq!(reply["last_updated"], 1_790_000_100.25);
+    assert!(
+        reply["code_context"]
+            .as_str()
+            .unwrap()
+            .starts_with("Code Summary:\nTotal snippets: 1\nTotal lines: 1\n")
+    );
+    // Fewer than 51 before it: no summary has ever been built.
+    let young: Vec<Stored> = vec![stored("context", json!({"text": 12, "type": "code"}), 1)];
+    let mut young_window = window_of(&[]);
+    young_window.truncate(50);
+    young_window.extend(young);
+    assert_eq!(
+        answer(Profile::ContextualMemory, &req, &[young_window, vec![]]).unwrap(),
+        json!({"status": "error", "message": "'NoneType' object has no attribute 'get'"})
+    );
+    // All of a full fetch raises: the summary that holds is older than what was fetched.
+    let stuck: Vec<Stored> = (0..102)
+        .map(|i| stored("context", json!({"text": 12, "type": "code"}), i))
+        .collect();
+    assert_eq!(
+        answer(Profile::ContextualMemory, &req, &[stuck, vec![]]),
+        Err(Unsupported::TooLarge)
+    );
+}
+
+#[test]
+fn contextual_max_tokens_of_every_type() {
+    let items = window_of(&[("user_query", json!("q".repeat(50)))]);
+    let decisions = vec![stored("decision", json!({"text": "d"}), 300)];
+    let ask = |max_tokens: Value, data: &[Vec<Stored>]| {
+        let req = json!({"action": "get_context", "session_id": "c", "max_tokens": max_tokens});
+        answer(Profile::ContextualMemory, &req, data).unwrap()
+    };
+    let data = [items.clone(), decisions.clone()];
+    let full = ask(json!(null), &data);
+    assert!(
+        !full["conversation_summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("...")
+    );
+    assert_eq!(ask(json!(2.5), &data), full, "a float cuts nothing");
+    assert_eq!(ask(json!(true), &data)["conversation_summary"], "...");
+    assert_eq!(ask(json!(3), &data)["conversation_summary"], "Conv...");
+    assert_eq!(
+        ask(json!(-3), &data)["conversation_summary"],
+        json!(format!(
+            "{}...",
+            &full["conversation_summary"].as_str().unwrap()
+                [..full["conversation_summary"].as_str().unwrap().len() - 8]
+        ))
+    );
+    // Not a number: the agent's error where there is a text to cut, else the summary.
+    let error = json!({"status": "error", "message": "'NoneType' object has no attribute 'get'"});
+    assert_eq!(ask(json!("ten"), &data), error);
+    let decisions_only = [vec![], decisions];
+    let summary = ask(json!([1]), &decisions_only);
+    assert_eq!(summary["key_decisions"][0]["decision"], "d");
+}
+
+#[test]
+fn total_lines_are_pythons_splitlines() {
+    // Expected counts are len(s.splitlines()) in CPython 3.11.
+    for (text, lines) in [
+        ("", 0),
+        ("a", 1),
+        ("a\n", 1),
+        ("a\n\n", 2),
+        ("a\r\nb", 2),
+        ("a\rb\r", 2),
+        ("a\x0bb\x0cc", 3),
+        ("a\x1cb\x1dc\x1ed", 4),
+        ("a\u{85}b", 2),
+        ("a\u{2028}b\u{2029}", 2),
+        ("\n", 1),
+        ("\r\n\r\n", 2),
+    ] {
+        assert_eq!(contextual::splitlines(text), lines, "{text:?}");
+    }
+    // A snippet ending in a newline is not a line longer.
+    assert!(contextual::code_summary(&["def f():\n    pass\n"]).contains("Total lines: 2\n"));
+}
+
+#[test]
+fn jarvis_memories_keep_their_key_order() {
+    let req = json!({"action": "get_memories", "user_id": "u"});
+    let memory: Value = serde_json::from_str(r#"{"text": "t", "type": "note", "n": 1}"#).unwrap();
+    let data = vec![vec![stored(
+        "interaction",
+        json!({"text": "t", "memory": memory}),
+        1,
+    )]];
+    let reply = answer(Profile::JarvisMemory, &req, &data).unwrap();
+    assert_eq!(
+        crate::pyjson::dumps(&reply),
+        r#"{"status": "ok", "memories": [{"timestamp": 1790000001.25, "memory": {"text": "t", "type": "note", "n": 1}}]}"#
+    );
+}
+
+#[test]
+fn ids_of_every_json_type_are_keyed_as_the_agent_keys_them() {
+    let key = |profile, id: Option<Value>| {
+        let mut req = json!({"action": if profile == Profile::JarvisMemory { "get_memories" } else { "get_context" }});
+        let field = if profile == Profile::JarvisMemory {
+            "user_id"
+        } else {
+            "session_id"
+        };
+        if let Some(id) = id {
+            req[field] = id;
+        }
+        match prepare(profile, &req) {
+            Prepared::Fetch { key, .. } => Some(key),
+            _ => None,
+        }
+    };
+    let c = Profile::ContextualMemory;
+    assert_eq!(key(c, None).as_deref(), Some("json:null"));
+    assert_eq!(key(c, Some(json!(null))).as_deref(), Some("json:null"));
+    assert_eq!(key(c, Some(json!("null"))).as_deref(), Some("null"));
+    assert_eq!(key(c, Some(json!(5))).as_deref(), Some("json:5"));
+    assert_eq!(key(c, Some(json!(5.0))).as_deref(), Some("json:5"));
+    assert_eq!(key(c, Some(json!("5"))).as_deref(), Some("5"));
+    assert_eq!(key(c, Some(json!(true))).as_deref(), Some("json:1"));
+    assert_eq!(
+        key(c, Some(json!("json:x"))).as_deref(),
+        Some("json:\"json:x\"")
+    );
+    assert_eq!(key(c, Some(json!(["x"]))), None);
+    let j = Profile::JarvisMemory;
+    assert_eq!(key(j, None).as_deref(), Some("default"));
+    assert_eq!(key(j, Some(json!(null))).as_deref(), Some("json:null"));
+    assert_eq!(key(j, Some(json!(1.5))).as_deref(), Some("json:1.5"));
 }

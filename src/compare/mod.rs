@@ -1,7 +1,8 @@
 //! Comparing a legacy reply with the orchestrator's legacy-shape answer. Pure.
 //!
 //! Both are compared as parsed JSON, never as bytes (the agents escape non-ASCII text, the
-//! orchestrator's answers need not), after the profile's normalisation: volatile values
+//! orchestrator's answers need not), key order included (`serde_json` keeps it; Python
+//! dicts keep it and clients see it), after the profile's normalisation: volatile values
 //! (every timestamp) are masked, and where the spec says the legacy side is lossy the
 //! comparison is tolerant (contextual's stored summary keeps an earlier read's cut). Each
 //! comparison gets exactly one [`Outcome`]; a difference is reported as the paths of the
@@ -63,6 +64,9 @@ pub struct Verdict {
     /// Paths of the differing fields (`context[3].content`), at most [`MAX_PATHS`].
     pub paths: Vec<String>,
 }
+
+/// The path segment that reports an object whose keys come in another order.
+pub const ORDER: &str = "<key order>";
 
 /// Differing paths reported per comparison at most.
 pub const MAX_PATHS: usize = 20;
@@ -156,11 +160,21 @@ fn drifted(profile: Profile, legacy: &Value, shadow: &Value) -> bool {
     profile == Profile::SessionMemory && empty(legacy) == Some(true) && empty(shadow) == Some(false)
 }
 
-/// The paths where `a` and `b` differ (at most a few dozen), such as `content.text`.
+/// The paths where `a` and `b` differ (at most a few dozen), such as `content.text`, key
+/// order included.
 pub fn paths(a: &Value, b: &Value) -> Vec<String> {
     let mut out = Vec::new();
     diff(a, b, String::new(), &mut out);
     out
+}
+
+/// [`paths`], for values no client sees as bytes (a session's metadata, which no legacy
+/// read returns): the order of keys is not a difference.
+pub fn paths_in_any_order(a: &Value, b: &Value) -> Vec<String> {
+    paths(a, b)
+        .into_iter()
+        .filter(|p| !p.ends_with(ORDER))
+        .collect()
 }
 
 /// Appends the paths where `a` and `b` differ.
@@ -179,6 +193,18 @@ fn diff(a: &Value, b: &Value, path: String, out: &mut Vec<String>) {
             }
             for k in y.keys().filter(|k| !x.contains_key(*k)) {
                 out.push(join(&path, k));
+            }
+            // Python dicts keep insertion order and clients see the bytes: the same keys
+            // in another order are a difference of their own.
+            let common = |m: &serde_json::Map<String, Value>,
+                          other: &serde_json::Map<String, Value>| {
+                m.keys()
+                    .filter(|k| other.contains_key(*k))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            if common(x, y) != common(y, x) {
+                out.push(join(&path, ORDER));
             }
         }
         (Value::Array(x), Value::Array(y)) => {

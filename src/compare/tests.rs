@@ -79,3 +79,25 @@ fn redaction_keeps_the_shape_and_the_protocol_words_only() {
         json!({"status": "success", "context": [{"role": "<redacted>", "content": "<redacted>", "n": "<redacted>", "ok": true, "none": null}], "request_id": "<redacted>"})
     );
 }
+
+#[test]
+fn the_same_keys_in_another_order_are_a_mismatch() {
+    // jsonb once re-sorted `{"text", "type", "n"}` into `{"n", "text", "type"}`: the client
+    // sees other bytes, so the comparison must not call it a match.
+    let legacy = br#"{"status": "ok", "memories": [{"timestamp": 1.5, "memory": {"text": "t", "type": "note", "n": 1}}]}"#;
+    let reordered = json!({"status": "ok", "memories": [{"timestamp": 2.5, "memory": {"n": 1, "text": "t", "type": "note"}}]});
+    let v = compare(Profile::JarvisMemory, legacy, &reordered, false);
+    assert_eq!(v.outcome, Outcome::Mismatch);
+    assert_eq!(v.paths, ["memories[0].memory.<key order>"]);
+    // Masking a volatile value keeps its place: the order of the masked reply still counts.
+    let same = json!({"status": "ok", "memories": [{"timestamp": 2.5, "memory": {"text": "t", "type": "note", "n": 1}}]});
+    assert_eq!(
+        compare(Profile::JarvisMemory, legacy, &same, false).outcome,
+        Outcome::Match
+    );
+    let swapped = json!({"status": "ok", "memories": [{"memory": {"text": "t", "type": "note", "n": 1}, "timestamp": 2.5}]});
+    assert_eq!(
+        compare(Profile::JarvisMemory, legacy, &swapped, false).paths,
+        ["memories[0].<key order>"]
+    );
+}

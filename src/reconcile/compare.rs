@@ -428,7 +428,8 @@ fn session_paths(op: &MirrorOp, s: &SessionRow) -> Vec<String> {
         m.remove("session_type");
     }
     paths.extend(
-        crate::compare::paths(metadata, &theirs)
+        // Stored as jsonb, and returned by no legacy read: its key order means nothing.
+        crate::compare::paths_in_any_order(metadata, &theirs)
             .into_iter()
             .map(|p| format!("metadata.{p}")),
     );

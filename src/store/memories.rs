@@ -4,7 +4,6 @@ use super::entry::{ENTRY_COLUMNS, Entry, VISIBLE};
 use super::{Result, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Transaction};
 
 /// A validated `create`.
@@ -70,6 +69,13 @@ pub struct Update {
     pub priority: Option<i32>,
 }
 
+/// A content as the text a `json` column keeps: its key order is the order the writer sent
+/// (see the migration `content_order`). Bound as text and cast to `json` in SQL; a `jsonb`
+/// parameter would already have lost the order.
+fn json_text(content: &Value) -> String {
+    content.to_string()
+}
+
 /// SQLSTATE foreign_key_violation.
 const FK_VIOLATION: &str = "23503";
 
@@ -105,7 +111,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT c.memory_id FROM memory_entries c
-             WHERE {owned} AND c.memory_type = $3 AND c.content = $4
+             WHERE {owned} AND c.memory_type = $3 AND c.content_doc = $4::jsonb
                AND c.origin IS NOT NULL AND c.origin <> $5 AND c.twin_of IS NULL
                AND c.memory_id <> $8
                AND c.created_at BETWEEN COALESCE($6, now()) - make_interval(secs => $7)
@@ -118,7 +124,7 @@ impl Store {
             .bind(&m.session_id)
             .bind(&m.user_id)
             .bind(&m.memory_type)
-            .bind(Json(&m.content))
+            .bind(json_text(&m.content))
             .bind(&pairing.origin)
             .bind(m.created_at)
             .bind(pairing.window_seconds)
@@ -157,7 +163,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let sql = format!(
             "UPDATE memory_entries e SET
-                 content = COALESCE($2, e.content),
+                 content = COALESCE($2::json, e.content),
                  priority = COALESCE($3, e.priority),
                  expires_at = CASE WHEN $4::float8 IS NULL THEN e.expires_at
                                    ELSE now() + make_interval(secs => $4) END,
@@ -167,7 +173,7 @@ impl Store {
         );
         let row: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(&sql)
             .bind(memory_id)
-            .bind(u.content.as_ref().map(Json))
+            .bind(u.content.as_ref().map(json_text))
             .bind(u.priority)
             .bind(u.ttl_seconds)
             .fetch_optional(&mut *tx)
@@ -240,7 +246,7 @@ async fn insert_memory(
              INSERT INTO memory_entries (memory_id, session_id, user_id, memory_type, content,
                  source_agent, created_at, updated_at, expires_at, priority, idempotency_key,
                  request_fingerprint, origin, twin_of, is_active)
-             VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, now()), COALESCE($7, now()),
+             VALUES ($1, $2, $3, $4, $5::json, $6, COALESCE($7, now()), COALESCE($7, now()),
                  COALESCE($7, now()) + make_interval(secs => $8), $9, $10, $11, $13, $14,
                  $14 IS NULL)
              ON CONFLICT DO NOTHING
@@ -259,7 +265,7 @@ async fn insert_memory(
     .bind(&m.session_id)
     .bind(&m.user_id)
     .bind(&m.memory_type)
-    .bind(Json(&m.content))
+    .bind(json_text(&m.content))
     .bind(&m.source_agent)
     .bind(m.created_at)
     .bind(m.ttl_seconds)

@@ -1,16 +1,18 @@
 //! contextual_memory: a write succeeded exactly when the agent answers with the `'bool'`
-//! error (its reply path crashes after the write is saved). A missing session id is stored
-//! under `"null"`, and so is it mirrored.
+//! error (its reply path crashes after the write is saved). A session is keyed by its id
+//! as the agent holds it ([`super::id_key`]): a missing id is Python's `None`, another
+//! session than the string `"null"`.
 
-use super::{Mirror, MirrorOp, Verdict, string};
+use super::{Mirror, MirrorOp, Verdict, id_key, truthy};
 use serde_json::{Map, Value, json};
 
 const SOURCE: &str = "contextual_memory";
 /// The reply that means the write was saved.
 pub(super) const SAVED: &str = "'bool' object has no attribute 'get'";
 
-pub fn key(req: &Map<String, Value>) -> String {
-    string(req, "session_id").unwrap_or_else(|| "null".into())
+/// `None` for a list or object id, which the agent cannot keep anything under.
+pub fn key(req: &Map<String, Value>) -> Option<String> {
+    id_key(req.get("session_id").unwrap_or(&Value::Null))
 }
 
 pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdict {
@@ -23,7 +25,11 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
     if !saved {
         return Verdict::Failed("legacy_error");
     }
-    let sid = key(req);
+    // The agent answers its 'bool' reply to a decision for a list or object id, having
+    // recorded nothing (an add for one fails with `unhashable type`).
+    let Some(sid) = key(req) else {
+        return Verdict::Failed("not_recorded");
+    };
     let (memory_type, content) = if action == "add_interaction" {
         let mut content = Map::new();
         content.insert(
@@ -34,8 +40,8 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
             "type".into(),
             req.get("type").cloned().unwrap_or(Value::Null),
         );
-        // The agent keeps metadata only when the request had one.
-        if let Some(m) = req.get("metadata").filter(|m| !m.is_null()) {
+        // The agent keeps metadata only when it is truthy (`{}`, `""`, `0` are dropped).
+        if let Some(m) = req.get("metadata").filter(|m| truthy(m)) {
             content.insert("metadata".into(), m.clone());
         }
         ("context", Value::Object(content))

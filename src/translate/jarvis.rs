@@ -1,16 +1,21 @@
 //! jarvis_memory: `{"status": "ok"}` means success — and so does the reminder reply, the
 //! `send_proactive_event()` error the agent gives after saving a reminder. Memories belong
-//! to a user (default `"default"`).
+//! to a user: `"default"` when the request names none, else the id as the agent keeps it
+//! ([`super::id_key`]: a `null` or a number is kept under that value).
 
-use super::{Mirror, MirrorOp, Verdict, string};
+use super::{Mirror, MirrorOp, Verdict, id_key};
 use serde_json::{Map, Value, json};
 
 const SOURCE: &str = "jarvis_memory";
 pub(super) const REMINDER_SAVED: &str =
     "send_proactive_event() got an unexpected keyword argument 'text'";
 
-pub fn key(req: &Map<String, Value>) -> String {
-    string(req, "user_id").unwrap_or_else(|| "default".into())
+/// `None` for a list or object id (the agent fails on it).
+pub fn key(req: &Map<String, Value>) -> Option<String> {
+    match req.get("user_id") {
+        None => Some("default".to_owned()),
+        Some(id) => id_key(id),
+    }
 }
 
 pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdict {
@@ -25,7 +30,9 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
     if !saved {
         return Verdict::Failed("legacy_error");
     }
-    let user = key(req);
+    let Some(user) = key(req) else {
+        return Verdict::Failed("legacy_error");
+    };
     let op = if action == "add_memory" {
         let mut content = Map::new();
         if let Some(text) = text_of(&memory) {

@@ -305,10 +305,71 @@ pub fn key(profile: Profile, request: &[u8]) -> Option<String> {
     let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(request) else {
         return None;
     };
+    request_key(profile, &req)
+}
+
+/// [`key`] of a parsed request: the session or user it is about, as [`id_key`] writes it
+/// (`None` when it has none the agent could keep anything under).
+pub fn request_key(profile: Profile, req: &Map<String, Value>) -> Option<String> {
     match profile {
-        Profile::SessionMemory => session::key(&req),
-        Profile::ContextualMemory => Some(contextual::key(&req)),
-        Profile::JarvisMemory => Some(jarvis::key(&req)),
+        Profile::SessionMemory => session::key(req),
+        Profile::ContextualMemory => contextual::key(req),
+        Profile::JarvisMemory => jarvis::key(req),
+    }
+}
+
+/// Marks a key that stands for an id that is not a plain string.
+const TYPED: &str = "json:";
+
+/// The orchestrator's key for a legacy id of any JSON type, as the agent tells ids apart.
+///
+/// The JSON agents key their dicts by the id as parsed: `None` (a missing or `null` id) is
+/// another session than the string `"null"`, and `5` another than `"5"`. Python's dicts
+/// also make equal numbers one key (`True`, `1` and `1.0`). So a string is its own key, and
+/// anything else is `json:` and its JSON text, numbers in one form per value (`json:null`,
+/// `json:5`, `json:1.5`); a string that itself starts with `json:` is written as one too
+/// (`json:"json:x"`), so no two ids share a key. `None` for a list or an object: Python
+/// cannot use them as dict keys (the agent refuses or ignores the write).
+pub fn id_key(id: &Value) -> Option<String> {
+    let typed = |text: String| Some(format!("{TYPED}{text}"));
+    match id {
+        Value::String(s) if !s.starts_with(TYPED) => Some(s.clone()),
+        Value::String(_) | Value::Null => typed(id.to_string()),
+        Value::Bool(b) => typed(u8::from(*b).to_string()),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => typed(i.to_string()),
+            (None, Some(u), _) => typed(u.to_string()),
+            // An integral float is the int of the same value (`1.0 == 1`).
+            (None, None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => {
+                typed((f as i64).to_string())
+            }
+            (None, None, f) => typed(crate::pyjson::float_repr(f.unwrap_or(f64::NAN))),
+        },
+        Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// The key an [`id_key`] is written under in the agent's JSON store file: `json.dump`
+/// writes a `None` key as `"null"` and a number as its text, so after a restart the agent
+/// itself no longer tells `None` from `"null"`. (An id that was `1.0` or `True` is written
+/// `"1.0"` or `"true"`; both share the key `json:1`, read back as `"1"`.)
+pub fn file_key(key: &str) -> String {
+    match key.strip_prefix(TYPED).map(serde_json::from_str::<Value>) {
+        Some(Ok(Value::String(s))) => s,
+        Some(Ok(other)) => other.to_string(),
+        _ => key.to_owned(),
+    }
+}
+
+/// Python's truthiness: `None`, `False`, zero, and empty strings, lists and dicts are false.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
     }
 }
 

@@ -174,13 +174,15 @@ fn session(action: &str, req: &mut Map<String, Value>) -> Option<Predicted> {
             let mut rewritten = false;
             let sid = match req.get("session_id") {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                // Falsy: the agent picks a uuid4; memshift picks it instead, and tells legacy.
-                None | Some(Value::Null) | Some(Value::String(_)) => {
+                // Absent: the agent picks a uuid4; memshift picks it instead, and tells legacy.
+                None => {
                     let sid = uuid::Uuid::new_v4().to_string();
                     req.insert("session_id".into(), json!(sid));
                     rewritten = true;
                     sid
                 }
+                // Present but falsy: the agent reuses the last session id any request
+                // touched, which only it knows. Other types are stored unlike the mirror.
                 Some(_) => return None,
             };
             Some(Predicted {
@@ -213,30 +215,19 @@ fn session(action: &str, req: &mut Map<String, Value>) -> Option<Predicted> {
 }
 
 fn contextual(action: &str, req: &Map<String, Value>) -> Option<Predicted> {
-    // The agent saves, then fails on its own return value: this reply means saved.
+    // The agent saves, then fails on its own return value: this reply means saved. It is
+    // the reply whatever the content and type (a summary that cannot be rebuilt from them
+    // is caught and left as it was), for any id the agent can keep a session under.
     let saved = json!({"status": "error", "message": super::contextual::SAVED});
-    let session_ok = matches!(
-        req.get("session_id"),
-        None | Some(Value::String(_) | Value::Null)
-    );
+    super::contextual::key(req)?;
     match action {
-        // A content or type of another type can make the summary builder raise.
-        "add_interaction"
-            if session_ok
-                && matches!(req.get("content"), Some(Value::String(_)))
-                && matches!(req.get("type"), None | Some(Value::String(_) | Value::Null)) =>
-        {
-            Predicted::accepted(saved)
-        }
-        "record_decision" if session_ok => Predicted::accepted(saved),
+        "add_interaction" | "record_decision" => Predicted::accepted(saved),
         _ => None,
     }
 }
 
 fn jarvis(action: &str, req: &Map<String, Value>) -> Option<Predicted> {
-    if !string_or_absent(req, "user_id") {
-        return None;
-    }
+    super::jarvis::key(req)?;
     match action {
         "add_memory" => {
             let memory = req.get("memory").unwrap_or(&Value::Null);

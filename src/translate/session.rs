@@ -1,6 +1,6 @@
 //! session_memory: `"status": "success"` means success. Sessions keep the agent's ids.
 
-use super::{Mirror, MirrorOp, Verdict, string};
+use super::{Mirror, MirrorOp, Verdict, string, truthy};
 use serde_json::{Map, Value, json};
 
 const SOURCE: &str = "session_memory";
@@ -35,7 +35,7 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
             let content = json!({
                 "text": req.get("content").cloned().unwrap_or(Value::Null),
                 "role": req.get("role").cloned().unwrap_or(Value::Null),
-                "metadata": req.get("metadata").cloned().unwrap_or_else(|| json!({})),
+                "metadata": metadata(req),
             });
             let create = MirrorOp::CreateMemory {
                 session_id: Some(sid.clone()),
@@ -77,10 +77,19 @@ fn ensure(sid: &str, req: &Map<String, Value>) -> MirrorOp {
     MirrorOp::EnsureSession {
         session_id: sid.to_owned(),
         user_id: Some(string(req, "user_id").unwrap_or_else(|| "default".into())),
-        metadata: req.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        metadata: metadata(req),
         session_type: "conversation".into(),
         exclusive: false,
     }
+}
+
+/// The agent stores `json.dumps(metadata or {})`: a falsy metadata (`null`, `""`, `0`) is
+/// `{}`.
+fn metadata(req: &Map<String, Value>) -> Value {
+    req.get("metadata")
+        .filter(|m| truthy(m))
+        .cloned()
+        .unwrap_or_else(|| json!({}))
 }
 
 /// For writes into a session the mirror may never have seen created.

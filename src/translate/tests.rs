@@ -213,8 +213,8 @@ fn contextual_and_jarvis_writes_keep_their_quirks() {
         r#"{"status": "error", "message": "'bool' object has no attribute 'get'"}"#,
     ));
     assert_eq!(
-        key, "null",
-        "a missing session id is the agent's \"null\" session"
+        key, "json:null",
+        "a missing session id is the agent's None session, not the string \"null\""
     );
     assert_eq!(
         o[1].to_call("e", at()).payload["content"],
@@ -228,6 +228,39 @@ fn contextual_and_jarvis_writes_keep_their_quirks() {
     let call = o[1].to_call("e", at());
     assert_eq!(call.payload["memory_type"], "decision");
     assert_eq!(call.payload["content"], json!({"text": "use SQLite"}));
+    // The agent keeps metadata only when it is truthy.
+    for (metadata, kept) in [
+        ("{}", false),
+        ("\"\"", false),
+        ("0", false),
+        ("{\"a\": 1}", true),
+    ] {
+        let (_, o) = ops(verdict(
+            Profile::ContextualMemory,
+            &format!(
+                r#"{{"action": "add_interaction", "session_id": "c", "type": "code", "content": "x", "metadata": {metadata}}}"#
+            ),
+            r#"{"status": "error", "message": "'bool' object has no attribute 'get'"}"#,
+        ));
+        let content = &o[1].to_call("e", at()).payload["content"];
+        assert_eq!(content.get("metadata").is_some(), kept, "{metadata}");
+    }
+    // A decision for a list id: the agent's usual reply, and nothing recorded.
+    assert_eq!(
+        verdict(
+            Profile::ContextualMemory,
+            r#"{"action": "record_decision", "session_id": ["c"], "decision": "d"}"#,
+            r#"{"status": "error", "message": "'bool' object has no attribute 'get'"}"#,
+        ),
+        Verdict::Failed("not_recorded")
+    );
+    // jarvis keeps a null or number user under that value.
+    let (user, _) = ops(verdict(
+        Profile::JarvisMemory,
+        r#"{"action": "add_memory", "user_id": null, "memory": "m"}"#,
+        r#"{"status": "ok"}"#,
+    ));
+    assert_eq!(user, "json:null");
 
     let (key, o) = ops(verdict(
         Profile::JarvisMemory,
@@ -291,7 +324,15 @@ fn keys_come_from_the_request_alone() {
     );
     assert_eq!(
         key(Profile::ContextualMemory, br#"{"action": "get_context"}"#).as_deref(),
-        Some("null")
+        Some("json:null")
+    );
+    assert_eq!(
+        key(
+            Profile::ContextualMemory,
+            br#"{"action": "get_context", "session_id": 5}"#
+        )
+        .as_deref(),
+        Some("json:5")
     );
     assert_eq!(
         key(Profile::JarvisMemory, br#"{"action": "get_memories"}"#).as_deref(),
@@ -315,4 +356,21 @@ fn created_memories_carry_the_time_the_legacy_agent_accepted_them() {
         o[0].to_call("e", at()).payload["created_at"],
         "2026-09-21T14:13:20.123456Z"
     );
+}
+
+#[test]
+fn typed_keys_are_written_to_the_store_file_as_python_writes_dict_keys() {
+    for (id, key, file) in [
+        (json!("s"), "s", "s"),
+        (json!("null"), "null", "null"),
+        (json!(null), "json:null", "null"),
+        (json!(5), "json:5", "5"),
+        (json!(1.5), "json:1.5", "1.5"),
+        (json!("json:x"), "json:\"json:x\"", "json:x"),
+    ] {
+        let k = id_key(&id).unwrap();
+        assert_eq!(k, key, "{id}");
+        assert_eq!(file_key(&k), file, "{id}");
+    }
+    assert_eq!(id_key(&json!({"a": 1})), None);
 }

@@ -155,7 +155,7 @@ pub fn mirrored_interactions(db: &mut TestDb) -> Vec<String> {
 
 pub fn no_duplicates(db: &mut TestDb) {
     let dupes = db.scalar(
-        "SELECT count(*) FROM (SELECT session_id, user_id, content FROM memory_entries
+        "SELECT count(*) FROM (SELECT session_id, user_id, content::text FROM memory_entries
          GROUP BY 1, 2, 3 HAVING count(*) > 1) d",
     );
     assert_eq!(dupes, 0, "the same write landed twice");
