@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 export MEMSHIFT_PYTHON="${MEMSHIFT_PYTHON:-$PWD/.venv/bin/python}"
 # Tests that stop PostgreSQL start a cluster of their own with this script.
 export MEMSHIFT_PG_SCRIPT="$PWD/scripts/pg.sh"
+# The session agent keeps local times and expires sessions an hour plus the UTC offset after
+# creation (specs/legacy-agents.md): the stand-ins, the proxies and the tests share one zone,
+# UTC, whatever the machine's. Tests of other zones set TZ for their own child processes.
+export TZ=UTC
+# The legacy stand-ins' own tests first: the Rust tests take the stand-ins for the real agents.
+"$MEMSHIFT_PYTHON" -m unittest discover -s tests/standins -p 'test_*.py'
 if cargo nextest --version >/dev/null 2>&1; then
     # One process per test: a test that hangs or kills its process cannot take others along.
     exec scripts/pg.sh run cargo nextest run --lib --bins --tests --no-fail-fast "$@"

@@ -22,7 +22,7 @@
 //! legacy text that is a cut of the rebuilt one matches); a live read returns the whole
 //! text.
 
-use super::{Prepared, Stored, Unsupported, epoch, query};
+use super::{Prepared, Stored, Unsupported, epoch, query, value_of};
 use crate::profile::Profile;
 use crate::pyjson;
 use crate::translate::request_key;
@@ -90,11 +90,12 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
         .map(|d| {
             json!({
                 "timestamp": epoch(d.created_at),
-                "decision": d.content.get("text").cloned().unwrap_or(Value::Null),
+                "decision": value_of(&d.content),
             })
         })
         .collect();
-    let summary = match stored_summary(interactions, imported)? {
+    let complete = interactions.len() < FETCHED;
+    let summary = match stored_summary(interactions, imported, complete)? {
         Some(mut summary) => {
             summary.insert("key_decisions".into(), json!(key_decisions));
             summary
@@ -111,16 +112,18 @@ fn no_summary() -> Value {
 
 /// The summary the agent holds (without its key decisions): the newest rebuild that worked,
 /// or the imported one when no interaction is newer; `None` when there is neither.
+/// `interactions` are oldest first; `complete` says whether they are all of the session's
+/// (else the newest of them).
 ///
 /// # Errors
-/// The rebuild that worked is older than what was fetched.
-fn stored_summary(
+/// The rebuild that worked is older than the interactions given.
+pub fn stored_summary(
     interactions: &[Stored],
     imported: Option<&Stored>,
+    complete: bool,
 ) -> Result<Option<Map<String, Value>>, Unsupported> {
     // Every add from the 51st on rebuilt from the newest 51 at its time: try them newest
     // first. Each fetched interaction is newer than the imported summary, or not.
-    let complete = interactions.len() < FETCHED;
     for end in (0..=interactions.len()).rev() {
         let newest = end.checked_sub(1).map(|i| &interactions[i]);
         if let Some(imported) = imported
@@ -154,7 +157,7 @@ fn rebuild(window: &[&Stored]) -> Option<Map<String, Value>> {
         window
             .iter()
             .filter(|s| s.content.get("type").and_then(Value::as_str) == Some(t))
-            .map(|s| s.content.get("text").unwrap_or(&Value::Null))
+            .map(|s| value_of(&s.content))
             .collect()
     };
     let mut summary = Map::new();

@@ -19,6 +19,8 @@ mod contextual;
 mod jarvis;
 mod session;
 
+pub use contextual::stored_summary as contextual_summary;
+
 use crate::profile::Profile;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -140,6 +142,15 @@ fn query(memory_type: &str, scope: (&str, &str)) -> Query {
         filter,
         newest: None,
     }
+}
+
+/// The legacy value a memory holds: its `text`, or its `value` when it was not a string
+/// (see `translate::put_value`); `null` when it has neither.
+fn value_of(content: &Value) -> &Value {
+    content
+        .get("text")
+        .or_else(|| content.get("value"))
+        .unwrap_or(&Value::Null)
 }
 
 /// A time as Python's `time.time()` gives it: epoch seconds as a float.

@@ -4,7 +4,7 @@
 //! that is not a string, a `max_tokens` that is not a number) is caught by the agent, which
 //! answers success with an empty context.
 
-use super::{Prepared, Query, Stored, Unsupported, py_len, query};
+use super::{Prepared, Query, Stored, Unsupported, py_len, query, value_of};
 use chrono::{DateTime, Local, Timelike, Utc};
 use serde_json::{Map, Value, json};
 
@@ -56,7 +56,7 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
     let mut context = Vec::new();
     let mut total: i64 = 0;
     for s in interactions.iter().rev() {
-        let content = s.content.get("text").cloned().unwrap_or(Value::Null);
+        let content = value_of(&s.content).clone();
         let (Some(len), Some(max_tokens)) = (py_len(&content), max_tokens) else {
             return Ok(empty(request_id));
         };

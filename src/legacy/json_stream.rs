@@ -96,17 +96,41 @@ pub struct JsonFile {
     total: u64,
 }
 
+/// How long [`JsonFile::open`] waits for a store that is being written to settle.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl JsonFile {
+    /// A snapshot of the store, read from a private copy.
+    ///
+    /// The agents rewrite their store in place on every write (truncate, then `json.dump`;
+    /// `specs/legacy-agents.md`), so a reader can catch it half written, or read the start
+    /// of one version and the end of the next. The file is copied, read again, and the copy
+    /// taken only when both readings agree and it holds one whole JSON value; while the
+    /// agent is writing, again after a pause. A file that stays cut off (an agent that died
+    /// mid-write, or whose saves fail) is handed over as it is, and its reader reports it.
+    ///
     /// # Errors
-    /// The file cannot be opened.
+    /// The file cannot be read, or no private copy can be made.
     pub fn open(path: &std::path::Path) -> Result<JsonFile, super::LegacyError> {
         let io = |source| super::LegacyError::Io {
             path: path.display().to_string(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let total = file.metadata().map_err(io)?.len();
-        let (counting, done) = Counting::new(file);
+        let deadline = std::time::Instant::now() + SETTLE;
+        let mut pause = std::time::Duration::from_millis(5);
+        let copy = loop {
+            let (mut copy, copied) = snapshot(path).map_err(io)?;
+            let again = digest(std::fs::File::open(path).map_err(io)?).map_err(io)?;
+            if (copied == again && complete(&mut copy).map_err(io)?)
+                || std::time::Instant::now() >= deadline
+            {
+                break copy;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(200));
+        };
+        let total = copy.metadata().map_err(io)?.len();
+        let (counting, done) = Counting::new(copy);
         Ok(JsonFile {
             reader: std::io::BufReader::new(counting),
             done,
@@ -120,6 +144,55 @@ impl JsonFile {
         move || super::Position {
             done: done.load(Ordering::Relaxed),
             total,
+        }
+    }
+}
+
+/// What one reading of a file saw: a hash of its bytes.
+type Digest = u64;
+
+/// Whether `copy` holds one whole JSON value (a store cut off mid-write does not); read
+/// through without keeping anything, then rewound.
+fn complete(copy: &mut std::fs::File) -> std::io::Result<bool> {
+    use serde::Deserializer as _;
+    use std::io::Seek;
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(&mut *copy));
+    let whole = de.deserialize_ignored_any(IgnoredAny).is_ok() && de.end().is_ok();
+    copy.seek(std::io::SeekFrom::Start(0))?;
+    Ok(whole)
+}
+
+/// A private copy of `path` (an unnamed temporary file, positioned at its start) and the
+/// digest of what was copied.
+fn snapshot(path: &std::path::Path) -> std::io::Result<(std::fs::File, Digest)> {
+    use std::io::Seek;
+    let mut copy = tempfile::tempfile()?;
+    let digest = read_through(std::fs::File::open(path)?, Some(&mut copy))?;
+    copy.seek(std::io::SeekFrom::Start(0))?;
+    Ok((copy, digest))
+}
+
+/// The digest of what `file` holds now.
+fn digest(file: std::fs::File) -> std::io::Result<Digest> {
+    read_through(file, None)
+}
+
+/// Reads `file` to its end, writing what it reads to `copy` if given.
+fn read_through(
+    mut file: std::fs::File,
+    mut copy: Option<&mut std::fs::File>,
+) -> std::io::Result<Digest> {
+    use std::io::Write;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.digest());
+        }
+        hasher.update(&buf[..n]);
+        if let Some(copy) = copy.as_mut() {
+            copy.write_all(&buf[..n])?;
         }
     }
 }

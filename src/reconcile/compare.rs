@@ -59,11 +59,13 @@ struct Expected<'b> {
 }
 
 /// Compares a legacy group with the orchestrator's session (when the group has a session
-/// row of its own) and memories for the same key and section.
+/// row of its own) and memories for the same key and section. `interactions`: the
+/// session's contextual interactions, which a summary is derived from.
 pub fn group(
     batch: &Batch,
     session: Option<&SessionRow>,
     rows: Vec<Row>,
+    interactions: &[Row],
     window: Duration,
 ) -> Found {
     let mut found = Found::default();
@@ -124,7 +126,29 @@ pub fn group(
         })
         .collect();
     found.legacy += expected.len() as u64;
-    let mut actual = summaries_in_question(&expected, rows);
+    // A contextual summary is derived state: judged against what the orchestrator derives.
+    let (summary_rows, mut actual): (Vec<Row>, Vec<Row>) =
+        rows.into_iter().partition(|r| r.memory_type == "summary");
+    if let Some(i) = expected.iter().position(|e| e.memory_type == "summary") {
+        let e = expected.remove(i);
+        let difference = summary(&e, interactions, &summary_rows);
+        if difference.is_none()
+            || difference
+                .as_ref()
+                .is_some_and(|(c, _)| *c == Class::Different)
+        {
+            found.orchestrator += 1;
+        }
+        if let Some((class, paths)) = difference {
+            found.differ(Difference {
+                legacy_time: at(e.prepared),
+                paths,
+                ..base(class, e.prepared.kind.as_str())
+            });
+            found.repairs.extend(needed_ensure(batch, e.prepared));
+            found.repairs.push(reimport(e.prepared));
+        }
+    }
     found.orchestrator += actual.len() as u64;
     expected.sort_by_key(|e| e.prepared.at);
     actual.sort_by_key(|r| r.created_at);
@@ -341,18 +365,46 @@ fn entity_of(memory_type: &str) -> &'static str {
     }
 }
 
-/// Only the summary legacy holds now matters: the orchestrator keeps every summary a
-/// backfill imported, and the older ones are history, not differences.
-fn summaries_in_question(expected: &[Expected], rows: Vec<Row>) -> Vec<Row> {
-    let wanted = expected.iter().find(|e| e.memory_type == "summary");
-    let (summaries, mut rest): (Vec<Row>, Vec<Row>) =
-        rows.into_iter().partition(|r| r.memory_type == "summary");
-    if let Some(wanted) = wanted {
-        let same = summaries.iter().find(|r| r.content.0 == *wanted.content);
-        let newest = summaries.iter().max_by_key(|r| r.created_at);
-        rest.extend(same.or(newest).cloned());
+/// The summary legacy holds against the one the orchestrator derives from what it holds:
+/// rebuilt from its interactions as the agent rebuilds it, or the summary a backfill
+/// imported while no interaction is newer (the live answer's own rule,
+/// [`crate::answer::contextual_summary`]). Compared as a shadow read compares it (the
+/// agent's clock masked, a cut left by a read tolerated). `None` when they agree; else
+/// `missing_in_orchestrator` when nothing can be derived, or `different` and where.
+fn summary(e: &Expected, rows: &[Row], summaries: &[Row]) -> Option<(Class, Vec<String>)> {
+    let stored = |r: &Row| crate::answer::Stored {
+        memory_type: r.memory_type.clone(),
+        content: r.content.0.clone(),
+        created_at: r.created_at,
+    };
+    let interactions: Vec<crate::answer::Stored> = rows
+        .iter()
+        .filter(|r| r.memory_type == "context")
+        .map(stored)
+        .collect();
+    let imported = summaries.iter().max_by_key(|r| r.created_at).map(stored);
+    let derived = crate::answer::contextual_summary(&interactions, imported.as_ref(), true);
+    let Ok(Some(derived)) = derived else {
+        return Some((Class::MissingInOrchestrator, Vec::new()));
+    };
+    let legacy = serde_json::to_vec(e.content).expect("a JSON value always serializes");
+    let verdict = crate::compare::compare(
+        crate::profile::Profile::ContextualMemory,
+        &legacy,
+        &Value::Object(derived),
+        false,
+    );
+    match verdict.outcome {
+        crate::compare::Outcome::Match => None,
+        _ => Some((
+            Class::Different,
+            verdict
+                .paths
+                .into_iter()
+                .map(|p| format!("content.{p}"))
+                .collect(),
+        )),
     }
-    rest
 }
 
 /// The session a repaired memory goes into, made sure of first.

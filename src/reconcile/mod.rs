@@ -127,10 +127,24 @@ pub async fn run(options: &Options, pool: &PgPool) -> anyhow::Result<Report> {
         } else {
             None
         };
-        let rows = rows(pool, batch.section, &batch.key, source).await?;
-        let found = compare::group(&batch, session.as_ref(), rows, options.match_window);
+        let keys = aliases(options.profile, &batch.key);
+        let rows = rows(pool, batch.section, &keys, source).await?;
+        let interactions = if batch.section == Section::Summary {
+            self::rows(pool, Section::Interactions, &keys, source).await?
+        } else {
+            Vec::new()
+        };
+        let found = compare::group(
+            &batch,
+            session.as_ref(),
+            rows,
+            &interactions,
+            options.match_window,
+        );
         report.add(&batch.section, &batch.key, found);
-        seen.insert((batch.section, batch.key));
+        for key in keys {
+            seen.insert((batch.section, key));
+        }
     }
     reader
         .await
@@ -148,7 +162,7 @@ pub async fn run(options: &Options, pool: &PgPool) -> anyhow::Result<Report> {
             } else {
                 None
             };
-            let rows = rows(pool, section, &key, source).await?;
+            let rows = rows(pool, section, std::slice::from_ref(&key), source).await?;
             let found = compare::key_only_in_orchestrator(
                 options.profile,
                 section,
@@ -177,16 +191,36 @@ fn source_agent(profile: Profile) -> &'static str {
 const PRESENT: &str =
     "is_active AND twin_of IS NULL AND (expires_at IS NULL OR expires_at > now())";
 
+/// The orchestrator's keys that a key of the agent's store file may stand for. The JSON
+/// agents write a `None` id as `"null"` and a number as its text (`translate::file_key`),
+/// so `"null"` in the file is the string `"null"` or `None`, each mirrored under its own
+/// key (`translate::id_key`).
+fn aliases(profile: Profile, key: &str) -> Vec<String> {
+    if profile == Profile::SessionMemory {
+        return vec![key.to_owned()];
+    }
+    let as_string = serde_json::Value::String(key.to_owned());
+    let mut keys = vec![crate::translate::id_key(&as_string).expect("a string is a key")];
+    if let Ok(
+        v @ (serde_json::Value::Null | serde_json::Value::Number(_) | serde_json::Value::Bool(_)),
+    ) = serde_json::from_str(key)
+        && let Some(typed) = crate::translate::id_key(&v)
+    {
+        keys.push(typed);
+    }
+    keys
+}
+
 async fn rows(
     pool: &PgPool,
     section: Section,
-    key: &str,
+    keys: &[String],
     source: &str,
 ) -> anyhow::Result<Vec<Row>> {
     let owner = if section == Section::Memories {
-        "session_id IS NULL AND user_id = $1"
+        "session_id IS NULL AND user_id = ANY($1)"
     } else {
-        "session_id = $1"
+        "session_id = ANY($1)"
     };
     let sql = format!(
         "SELECT memory_id, memory_type, content, created_at FROM memory_entries
@@ -195,7 +229,7 @@ async fn rows(
     );
     let types: Vec<&str> = section.memory_types().to_vec();
     sqlx::query_as(&sql)
-        .bind(key)
+        .bind(keys)
         .bind(source)
         .bind(types)
         .fetch_all(pool)

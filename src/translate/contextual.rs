@@ -3,7 +3,7 @@
 //! as the agent holds it ([`super::id_key`]): a missing id is Python's `None`, another
 //! session than the string `"null"`.
 
-use super::{Mirror, MirrorOp, Verdict, id_key, truthy};
+use super::{Mirror, MirrorOp, Verdict, id_key, put_value, truthy};
 use serde_json::{Map, Value, json};
 
 const SOURCE: &str = "contextual_memory";
@@ -32,8 +32,8 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
     };
     let (memory_type, content) = if action == "add_interaction" {
         let mut content = Map::new();
-        content.insert(
-            "text".into(),
+        put_value(
+            &mut content,
             req.get("content").cloned().unwrap_or(Value::Null),
         );
         content.insert(
@@ -46,8 +46,12 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
         }
         ("context", Value::Object(content))
     } else {
-        let decision = req.get("decision").cloned().unwrap_or(Value::Null);
-        ("decision", json!({"text": decision}))
+        let mut content = Map::new();
+        put_value(
+            &mut content,
+            req.get("decision").cloned().unwrap_or(Value::Null),
+        );
+        ("decision", Value::Object(content))
     };
     Verdict::Mirror(in_session(sid, memory_type, content))
 }

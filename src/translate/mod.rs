@@ -361,6 +361,15 @@ pub fn file_key(key: &str) -> String {
     }
 }
 
+/// A legacy value as a memory's content: under `text` when it is a string (the searchable
+/// text, which the API takes only as a string), else under `value`, as it is. The agents
+/// store whatever JSON they are sent (a decision that is an object, a content that is a
+/// number) and answer it back. Read back by `answer::value_of`.
+fn put_value(content: &mut Map<String, Value>, value: Value) {
+    let key = if value.is_string() { "text" } else { "value" };
+    content.insert(key.into(), value);
+}
+
 /// Python's truthiness: `None`, `False`, zero, and empty strings, lists and dicts are false.
 fn truthy(v: &Value) -> bool {
     match v {

@@ -1,6 +1,6 @@
 //! session_memory: `"status": "success"` means success. Sessions keep the agent's ids.
 
-use super::{Mirror, MirrorOp, Verdict, string, truthy};
+use super::{Mirror, MirrorOp, Verdict, put_value, string, truthy};
 use serde_json::{Map, Value, json};
 
 const SOURCE: &str = "session_memory";
@@ -32,16 +32,21 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
             let Some(sid) = string(req, "session_id") else {
                 return Verdict::Failed("no_session_id");
             };
-            let content = json!({
-                "text": req.get("content").cloned().unwrap_or(Value::Null),
-                "role": req.get("role").cloned().unwrap_or(Value::Null),
-                "metadata": metadata(req),
-            });
+            let mut content = Map::new();
+            put_value(
+                &mut content,
+                req.get("content").cloned().unwrap_or(Value::Null),
+            );
+            content.insert(
+                "role".into(),
+                req.get("role").cloned().unwrap_or(Value::Null),
+            );
+            content.insert("metadata".into(), metadata(req));
             let create = MirrorOp::CreateMemory {
                 session_id: Some(sid.clone()),
                 user_id: None,
                 memory_type: "conversation".into(),
-                content,
+                content: Value::Object(content),
                 source_agent: SOURCE.into(),
                 memory_id: None,
             };

@@ -1,11 +1,20 @@
 #!/usr/bin/env python3
 """Stand-ins for the three legacy memory agents, faithful to specs/legacy-agents.md.
 
-They are written the way the real agents are: Python, pyzmq, a REP socket, `json.dumps`
-with its defaults. So the quirks are not imitated but happen for the same reasons they do
-in the real services: the contextual agent's success reply *is* the AttributeError of
-calling `.get` on a bool, an invalid request gets `str(exception)`, replies are ASCII
-escaped with Python's separators, floats are Python's repr.
+They are written the way the real agents are: Python classes, pyzmq, a REP socket,
+`json.dumps` with its defaults. So the quirks are not imitated but happen for the same
+reasons they do in the real services:
+- contextual_memory's write "success" reply *is* the AttributeError of calling `.get` on
+  the bool its methods return (and its "no summary" reply the same on None);
+- an invalid request gets `str(exception)`; replies are ASCII-escaped with Python's
+  separators, floats are Python's repr;
+- session_memory keeps its sessions in a dict as well as in SQLite, so values keep their
+  JSON types until a restart reloads them as SQLite text, and a session's `last_active`
+  only moves when the session is created or first loaded into memory;
+- session_memory's cleanup compares local-time ISO strings with SQLite's UTC `now`, so the
+  expiry moves with the machine's UTC offset (TZ);
+- the JSON stores are rewritten in place as UTF-8 (`ensure_ascii=False`): a lone surrogate
+  makes every later save fail halfway, leaving a truncated file.
 
 Usage:
     legacy_agents.py AGENT --bind ENDPOINT --data-dir DIR [options]
@@ -15,13 +24,20 @@ AGENT is session_memory, contextual_memory or jarvis_memory. The agent prints
 Storage is the agent's own: DIR/data/session_memory.db (SQLite),
 DIR/contextual_memory_store.json, DIR/jarvis_memory_store.json.
 
+A multipart request kills contextual_memory and jarvis_memory after they have processed
+its first frame (a write in it is saved); session_memory processes every frame, about 1 s
+per extra frame, and answers the last one.
+
 Options for tests:
     --frozen-clock EPOCH   timestamps start at EPOCH and advance 1 ms per reading, so two
                            agents fed the same requests produce the same bytes
     --seed N               seed for the uuid4s session_memory assigns
-    --idle-expiry S        session_memory: sessions idle longer than S seconds are deleted
-                           (default 3600, as the real agent)
-    --expiry-interval S    session_memory: how often expiry runs (default 60)
+    --idle-expiry S        session_memory: the "1 hour" of its cleanup, in seconds
+                           (default 3600): sessions whose last_active (local time, read
+                           as UTC) is more than S seconds before SQLite's UTC now are
+                           deleted; fractions of a second count
+    --expiry-interval S    session_memory: the cleanup runs at start-up and then every S
+                           seconds (default 60)
 """
 
 import argparse
@@ -56,21 +72,23 @@ class Clock:
 
 
 def save_json(path, data):
-    """Writes a store atomically, so a killed agent never leaves half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    """Rewrites a store the way the real agents do: in place (truncate, then write) as
+    UTF-8 with non-ASCII text unescaped. A string the codec cannot encode (a lone
+    surrogate) raises halfway through, and the file is left cut off at that point."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
 
 
 def load_json(path, default):
     if os.path.exists(path):
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     return default
 
 
 # --- 1. session_memory ----------------------------------------------------------------
+
+MAX_SESSIONS_IN_MEMORY = 100
 
 
 class SessionMemoryAgent:
@@ -91,23 +109,57 @@ class SessionMemoryAgent:
         self.clock = clock
         self.rng = rng
         self.idle_expiry = idle_expiry
+        # The sessions loaded in this process: id (as the request sent it, any JSON type)
+        # -> {"created_at", "last_active", "interactions": [{"timestamp", "role",
+        # "content"}, ...]}. Values keep their JSON types here; SQLite holds their text.
+        self.sessions = {}
+        # The last session id a request touched: every truthy session_id a request names
+        # (whatever its action, and whether or not it succeeds) and every session created.
+        # create_session falls back on it when its session_id is present but falsy.
+        self.current_session_id = None
 
     def error(self, message):
         return {"status": "error", "message": message}
 
+    def new_session_id(self):
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
     def handle(self, request):
-        action = request.get("action")
+        action = request.get("action", "")  # a missing action prints as "Unknown action: "
         request_id = request.get("request_id", "")
+        session_id = request.get("session_id")
+        if session_id:
+            self.current_session_id = session_id
         if action == "create_session":
-            return self.create_session(request, request_id)
+            # Absent: a fresh uuid4. Present but falsy: create_session falls back on the
+            # current session (uuid4s are drawn from the seeded rng only when used).
+            if "session_id" not in request:
+                session_id = self.new_session_id()
+            created = self.create_session(session_id, request.get("user_id", "default"), request.get("metadata"))
+            if created is None:
+                return {"status": "error", "session_id": None, "request_id": request_id}
+            return {"status": "success", "session_id": created, "request_id": request_id}
         if action == "add_interaction":
-            return self.add_interaction(request, request_id)
+            role = request.get("role")
+            content = request.get("content")
+            if not session_id or not role or not content:
+                return {"status": "error", "message": "Missing required parameters", "request_id": request_id}
+            if not self.add_interaction(session_id, role, content, request.get("metadata")):
+                return {"status": "error", "request_id": request_id}
+            return {"status": "success", "request_id": request_id}
+        if action in ("get_context", "clear_session", "delete_session") and not session_id:
+            return {"status": "error", "message": "Missing session_id", "request_id": request_id}
         if action == "get_context":
-            return self.get_context(request, request_id)
+            context = self.get_context(session_id, request.get("max_tokens", 2000))
+            return {"status": "success", "context": context, "request_id": request_id}
         if action == "clear_session":
-            return self.clear_session(request, request_id)
+            if not self.clear_session(session_id):
+                return {"status": "error", "request_id": request_id}
+            return {"status": "success", "request_id": request_id}
         if action == "delete_session":
-            return self.delete_session(request, request_id)
+            if not self.delete_session(session_id):
+                return {"status": "error", "request_id": request_id}
+            return {"status": "success", "request_id": request_id}
         if action == "health_check":
             return {
                 "status": "ok",
@@ -120,105 +172,148 @@ class SessionMemoryAgent:
             }
         return {"status": "error", "message": f"Unknown action: {action}", "request_id": request_id}
 
-    def create_session(self, request, request_id):
-        session_id = request.get("session_id") or str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-        user_id = request.get("user_id", "default")
-        metadata = request.get("metadata", {})
+    # Like the real agent's, each method catches its own failures (a duplicate id, a list
+    # or object SQLite cannot bind, an unhashable id in the dict lookup, a non-string
+    # content in get_context) and answers with its failure value: None, False or [].
+
+    def create_session(self, session_id, user_id, metadata):
+        session_id = session_id or self.current_session_id or self.new_session_id()
         now = self.clock.local_iso()
         try:
             self.db.execute(
                 "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
-                (session_id, user_id, now, now, json.dumps(metadata)),
+                (session_id, user_id, now, now, json.dumps(metadata or {})),
             )
             self.db.commit()
-        except sqlite3.IntegrityError:
-            return {"status": "error", "session_id": None, "request_id": request_id}
-        return {"status": "success", "session_id": session_id, "request_id": request_id}
+        except Exception:
+            return None
+        self.sessions[session_id] = {"created_at": now, "last_active": now, "interactions": []}
+        self.current_session_id = session_id
+        return session_id
 
-    def add_interaction(self, request, request_id):
-        session_id = request.get("session_id")
-        role = request.get("role")
-        content = request.get("content")
-        if not session_id or not role or not content:
-            return {"status": "error", "message": "Missing required parameters", "request_id": request_id}
-        known = self.db.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
-        if known is None:
-            return {"status": "error", "request_id": request_id}
+    def get_session(self, session_id):
+        """The in-memory session, loaded from SQLite at its first touch in this process;
+        None if there is no such session."""
+        if session_id in self.sessions:
+            return self.sessions[session_id]
+        row = self.db.execute("SELECT created_at FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+        if row is None:
+            return None
+        # Loading a session is the only touch besides its creation that moves last_active.
         now = self.clock.local_iso()
-        self.db.execute(
-            "INSERT INTO interactions (session_id, timestamp, role, content, metadata) VALUES (?, ?, ?, ?, ?)",
-            (session_id, now, role, content, json.dumps(request.get("metadata", {}))),
-        )
         self.db.execute("UPDATE sessions SET last_active = ? WHERE session_id = ?", (now, session_id))
         self.db.commit()
-        return {"status": "success", "request_id": request_id}
-
-    def get_context(self, request, request_id):
-        session_id = request.get("session_id")
-        if not session_id:
-            return {"status": "error", "message": "Missing session_id", "request_id": request_id}
-        max_tokens = request.get("max_tokens", 2000)
         rows = self.db.execute(
-            "SELECT role, content, timestamp FROM interactions WHERE session_id = ? ORDER BY id DESC",
+            "SELECT timestamp, role, content FROM interactions WHERE session_id = ? ORDER BY timestamp",
             (session_id,),
-        ).fetchall()
-        context = []
-        total = 0
-        for role, content, timestamp in rows:
-            tokens = len(content) // 4
-            if total + tokens > max_tokens:
-                break
-            total += tokens
-            context.append({"role": role, "content": content, "timestamp": timestamp})
-        context.reverse()
-        self.db.execute(
-            "UPDATE sessions SET last_active = ? WHERE session_id = ?", (self.clock.local_iso(), session_id)
         )
-        self.db.commit()
-        return {"status": "success", "context": context, "request_id": request_id}
+        interactions = [{"timestamp": t, "role": role, "content": content} for t, role, content in rows]
+        session = {"created_at": row[0], "last_active": now, "interactions": interactions}
+        self.sessions[session_id] = session
+        return session
 
-    def clear_session(self, request, request_id):
-        session_id = request.get("session_id")
-        if not session_id:
-            return {"status": "error", "message": "Missing session_id", "request_id": request_id}
-        self.db.execute("DELETE FROM interactions WHERE session_id = ?", (session_id,))
-        self.db.commit()
-        return {"status": "success", "request_id": request_id}
+    def add_interaction(self, session_id, role, content, metadata):
+        try:
+            session = self.get_session(session_id)
+            if session is None:
+                return False
+            now = self.clock.local_iso()
+            # SQLite first: a value it cannot bind leaves no trace in memory either.
+            self.db.execute(
+                "INSERT INTO interactions (session_id, timestamp, role, content, metadata) VALUES (?, ?, ?, ?, ?)",
+                (session_id, now, role, content, json.dumps(metadata or {})),
+            )
+            self.db.commit()
+            session["interactions"].append({"timestamp": now, "role": role, "content": content})
+            return True
+        except Exception:
+            return False
 
-    def delete_session(self, request, request_id):
-        session_id = request.get("session_id")
-        if not session_id:
-            return {"status": "error", "message": "Missing session_id", "request_id": request_id}
-        self.db.execute("DELETE FROM interactions WHERE session_id = ?", (session_id,))
-        self.db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
-        self.db.commit()
-        return {"status": "success", "request_id": request_id}
+    def get_context(self, session_id, max_tokens):
+        try:
+            session = self.get_session(session_id)
+            if session is None:
+                return []
+            context = []
+            total = 0
+            for interaction in reversed(session["interactions"]):
+                tokens = len(interaction["content"]) // 4  # raises for a number or a bool
+                if total + tokens > max_tokens:  # raises for a non-numeric max_tokens
+                    break
+                total += tokens
+                context.append(
+                    {
+                        "role": interaction["role"],
+                        "content": interaction["content"],
+                        "timestamp": interaction["timestamp"],
+                    }
+                )
+            context.reverse()
+            return context
+        except Exception:
+            return []
 
-    def housekeeping(self):
-        """The background task: delete sessions idle for longer than the expiry."""
-        cutoff = datetime.datetime.fromtimestamp(time.time() - self.idle_expiry).isoformat()
-        stale = [r[0] for r in self.db.execute("SELECT session_id FROM sessions WHERE last_active < ?", (cutoff,))]
-        for session_id in stale:
+    def clear_session(self, session_id):
+        try:
+            self.db.execute("DELETE FROM interactions WHERE session_id = ?", (session_id,))
+            self.db.commit()
+            if session_id in self.sessions:
+                self.sessions[session_id]["interactions"] = []
+            return True
+        except Exception:
+            return False
+
+    def delete_session(self, session_id):
+        try:
             self.db.execute("DELETE FROM interactions WHERE session_id = ?", (session_id,))
             self.db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
-        self.db.commit()
+            self.db.commit()
+            self.sessions.pop(session_id, None)
+            return True
+        except Exception:
+            return False
+
+    def cleanup(self):
+        """The real agent's background task. Its SQL is
+        `datetime(last_active) < datetime('now', '-1 hour')`: `now` is UTC while last_active
+        is local time, so a session lives one hour plus the UTC offset after its creation
+        (or its first load after a restart). `datetime()` keeps whole seconds, which is
+        nothing next to an hour but would make a test's 1 s expiry anything from 1 to 2 s;
+        julianday() compares the same instants to the sub-second."""
+        expired = self.db.execute(
+            "SELECT session_id FROM sessions WHERE julianday(last_active) < julianday('now', ?)",
+            (f"-{self.idle_expiry:f} seconds",),
+        ).fetchall()
+        for (session_id,) in expired:
+            self.delete_session(session_id)
+        # Then the cap on the sessions in memory: the oldest go, from the database too.
+        if len(self.sessions) > MAX_SESSIONS_IN_MEMORY:
+            def age(session_id):
+                session = self.sessions[session_id]
+                return session["last_active"], session["created_at"]
+
+            for session_id in sorted(self.sessions, key=age)[: len(self.sessions) - MAX_SESSIONS_IN_MEMORY]:
+                self.delete_session(session_id)
 
 
 # --- 2. contextual_memory -------------------------------------------------------------
 
 MAX_INTERACTIONS = 50
+# The real agent's __main__ binds this constant, and its health reply names it.
+CONTEXTUAL_BIND_ADDRESS = "tcp://0.0.0.0:5596"
 
 
 class ContextualMemoryAgent:
     crashes_on_multipart = True
 
-    def __init__(self, data_dir, clock, bind, **_):
+    def __init__(self, data_dir, clock, **_):
         self.path = os.path.join(data_dir, "contextual_memory_store.json")
         store = load_json(self.path, {"sessions": {}, "summaries": {}})
+        # Keyed by the session id as the request sent it: None (missing or null) and 5 are
+        # other keys than "null" and "5" until the file, which writes them so, is reloaded.
         self.sessions = store["sessions"]
         self.summaries = store["summaries"]
         self.clock = clock
-        self.bind = bind
         self.started = clock.now()
         self.stats = {"total": 0, "successful": 0, "failed": 0, "health": 0}
 
@@ -231,20 +326,33 @@ class ContextualMemoryAgent:
 
     def handle(self, request):
         self.stats["total"] += 1
-        action = request.get("action")
+        try:
+            response = self.process_request(request)
+            # The agent's bookkeeping expects a reply dict whose status is "ok". Only a
+            # health reply is one (counted once built, so it shows the earlier ones); the
+            # writes return True/False and get_context a summary or None, so this `.get`
+            # raises the 'bool' and 'NoneType' errors that are their replies, and a summary
+            # (no status) counts as failed too.
+            if response.get("status") == "ok":
+                self.stats["successful"] += 1
+            else:
+                self.stats["failed"] += 1
+            return response
+        except Exception as e:
+            self.stats["failed"] += 1
+            return {"status": "error", "message": str(e)}
+
+    def process_request(self, request):
+        action = request.get("action", "unknown")
         if action == "add_interaction":
-            result = self.add_interaction(
+            return self.add_interaction(
                 request.get("session_id"), request.get("type"), request.get("content"), request.get("metadata")
             )
-            # The real agent expects a dict here; add_interaction returns True.
-            return {"status": "success", "interaction": result.get("interaction")}
         if action == "record_decision":
-            result = self.record_decision(request.get("session_id"), request.get("decision"))
-            return {"status": "success", "decision": result.get("decision")}
+            return self.record_decision(request.get("session_id"), request.get("decision"))
         if action == "get_context":
-            summary = self.get_context(request.get("session_id"), request.get("max_tokens", 2000))
-            self.stats["successful"] += 1
-            return summary
+            max_tokens = request.get("max_tokens")
+            return self.get_context(request.get("session_id"), 2000 if max_tokens is None else max_tokens)
         if action == "health_check":
             self.stats["health"] += 1
             now = self.clock.now()
@@ -257,70 +365,89 @@ class ContextualMemoryAgent:
                 "successful_requests": self.stats["successful"],
                 "failed_requests": self.stats["failed"],
                 "health_check_requests": self.stats["health"],
-                "bind_address": self.bind,
+                "bind_address": CONTEXTUAL_BIND_ADDRESS,
             }
-        return self.error(f"Unknown action: {action}")
+        return {"status": "error", "message": f"Unknown action: {action}"}
+
+    # The writes catch a failure of the in-memory update (an unhashable session id) and
+    # return False, which answers the same 'bool' reply; a failing save is not caught, and
+    # its error is the reply.
 
     def add_interaction(self, session_id, interaction_type, content, metadata):
-        interaction = {"timestamp": self.clock.now(), "type": interaction_type, "content": content}
-        if metadata is not None:
-            interaction["metadata"] = metadata
-        interactions = self.sessions.setdefault(session_id, [])
-        interactions.insert(0, interaction)
-        if len(interactions) > MAX_INTERACTIONS:
-            self.summaries[session_id] = self.summarize(session_id, interactions)
-            self.sessions[session_id] = interactions[:MAX_INTERACTIONS]
+        try:
+            interaction = {"timestamp": self.clock.now(), "type": interaction_type, "content": content}
+            if metadata:
+                interaction["metadata"] = metadata
+            if session_id not in self.sessions:
+                self.sessions[session_id] = []
+            interactions = self.sessions[session_id]
+            interactions.insert(0, interaction)
+            if len(interactions) > MAX_INTERACTIONS:
+                self.update_summary(session_id, interactions)
+                self.sessions[session_id] = interactions[:MAX_INTERACTIONS]
+        except Exception:
+            return False
         self.save()
         return True
 
     def record_decision(self, session_id, decision):
-        summary = self.summaries.get(session_id)
-        if summary is None:
-            summary = {"key_decisions": []}
-            self.summaries[session_id] = summary
-        summary.setdefault("key_decisions", []).append({"timestamp": self.clock.now(), "decision": decision})
+        try:
+            if session_id not in self.summaries:
+                self.summaries[session_id] = {"key_decisions": []}
+            self.summaries[session_id]["key_decisions"].append({"timestamp": self.clock.now(), "decision": decision})
+        except Exception:
+            return False
         self.save()
         return True
 
     def get_context(self, session_id, max_tokens):
-        summary = self.summaries.get(session_id)
-        code_context = summary.get("code_context")  # no summary: 'NoneType' object has no attribute 'get'
-        limit = (max_tokens // 2) * 4
-        if code_context is not None and len(code_context) > limit:
-            summary["code_context"] = code_context[:limit] + "..."
-        conversation = summary.get("conversation_summary")
-        if conversation is not None and len(conversation) > limit:
-            summary["conversation_summary"] = conversation[:limit] + "..."
-        self.save()
-        return summary
+        """The stored summary, its texts cut in memory (not saved: the cut reaches the file
+        with the next write to any session); None if there is none, or on any error."""
+        try:
+            summary = self.summaries.get(session_id)
+            if summary is not None:
+                for key in ("code_context", "conversation_summary"):
+                    if key in summary:
+                        summary[key] = truncate(summary[key], max_tokens)
+            return summary
+        except Exception:
+            return None
 
-    def summarize(self, session_id, interactions):
-        previous = self.summaries.get(session_id) or {}
-        summary = {"last_updated": self.clock.now()}
-        code = [i["content"] for i in interactions if i.get("type") == "code"]
-        if code:
-            summary["code_context"] = code_summary(code)
-        queries = [i["content"] for i in interactions if i.get("type") == "user_query"]
-        responses = [i["content"] for i in interactions if i.get("type") == "system_response"]
-        if queries or responses:
-            text = f"Conversation Summary:\nTotal queries: {len(queries)}\nTotal responses: {len(responses)}\n"
-            if queries:
-                text += "\nRecent Queries:\n"
-                for query in queries[:3]:
-                    text += "- " + query[:100] + "...\n"
-            summary["conversation_summary"] = text
-        summary["errors_encountered"] = [
-            i["content"][:200]
-            for i in interactions
-            if i.get("type") == "error" and ("error" in i["content"].lower() or "exception" in i["content"].lower())
-        ]
-        summary["key_decisions"] = previous.get("key_decisions", [])
-        return summary
+    def update_summary(self, session_id, interactions):
+        """Rebuilds the summary from `interactions` (newest first). A non-string code
+        content makes code_summary raise: the summary stays as it was."""
+        try:
+            previous = self.summaries.get(session_id) or {}
+            summary = {"last_updated": self.clock.now()}
+            code = [i["content"] for i in interactions if i["type"] == "code"]
+            if code:
+                summary["code_context"] = code_summary(code)
+            conversation = [i for i in interactions if i["type"] in ("user_query", "system_response")]
+            if conversation:
+                summary["conversation_summary"] = conversation_summary(conversation)
+            summary["errors_encountered"] = errors_encountered(interactions)
+            summary["key_decisions"] = previous.get("key_decisions", [])
+            self.summaries[session_id] = summary
+        except Exception:
+            pass  # the real agent logs "Error updating summary" and goes on
+
+
+def truncate(text, max_tokens):
+    """get_context's cut. `max_tokens // 2` raises for a string, list or object (get_context
+    then answers None: the 'NoneType' reply), but only once there is a text to cut. A float
+    (bools are ints) gives a float limit that cannot slice a str: the text stays whole."""
+    max_chars = (max_tokens // 2) * 4
+    if len(text) <= max_chars:
+        return text
+    try:
+        return text[:max_chars] + "..."
+    except TypeError:
+        return text
 
 
 def code_summary(code):
-    all_code = "\n\n".join(code)
-    text = f"Code Summary:\nTotal snippets: {len(code)}\nTotal lines: {len(all_code.split(chr(10)))}\n"
+    all_code = "\n\n".join(code)  # raises for a non-string content
+    text = f"Code Summary:\nTotal snippets: {len(code)}\nTotal lines: {len(all_code.splitlines())}\n"
     lowered = all_code.lower()
     if "database" in lowered:
         text += "\nDatabase Operations:\n- SQL queries and database interactions present\n"
@@ -344,6 +471,34 @@ def code_summary(code):
     return text
 
 
+def conversation_summary(conversation):
+    """A query among the newest three that cannot be sliced (a number, object, bool or
+    null) turns the whole text into the error text; a list slices, and prints as a list."""
+    try:
+        queries = [i["content"] for i in conversation if i["type"] == "user_query"]
+        responses = [i["content"] for i in conversation if i["type"] == "system_response"]
+        text = f"Conversation Summary:\nTotal queries: {len(queries)}\nTotal responses: {len(responses)}\n"
+        if queries:
+            text += "\nRecent Queries:\n"
+            for query in queries[:3]:
+                text += f"- {query[:100]}...\n"
+        return text
+    except Exception:
+        return "Error summarizing conversation"
+
+
+def errors_encountered(interactions):
+    """Any non-string error content (no `.lower()`) empties the whole list."""
+    try:
+        return [
+            i["content"][:200]
+            for i in interactions
+            if i["type"] == "error" and ("error" in i["content"].lower() or "exception" in i["content"].lower())
+        ]
+    except Exception:
+        return []
+
+
 # --- 3. jarvis_memory -----------------------------------------------------------------
 
 
@@ -357,6 +512,8 @@ class JarvisMemoryAgent:
 
     def __init__(self, data_dir, clock, **_):
         self.path = os.path.join(data_dir, "jarvis_memory_store.json")
+        # Keyed by the user id as sent: null and 5 are held under None and 5 (written
+        # "null" and "5"); only a missing user_id is "default".
         self.memories = load_json(self.path, {})
         self.clock = clock
 
@@ -393,6 +550,10 @@ AGENTS = {
     "jarvis_memory": JarvisMemoryAgent,
 }
 
+# How late session_memory is per extra frame of a multipart request, as measured on the
+# real agent (its receive loop seems to wait out a 1 s poll per frame).
+MULTIPART_DELAY_PER_FRAME = 1.0
+
 
 def answer(agent, frame):
     try:
@@ -406,23 +567,25 @@ def answer(agent, frame):
 def serve(agent, socket, expiry_interval):
     poller = zmq.Poller()
     poller.register(socket, zmq.POLLIN)
-    next_housekeeping = time.monotonic() + expiry_interval
+    next_cleanup = time.monotonic()  # the first cleanup runs at start-up
     while True:
-        if hasattr(agent, "housekeeping") and time.monotonic() >= next_housekeeping:
-            agent.housekeeping()
-            next_housekeeping = time.monotonic() + expiry_interval
-        timeout = max(0, int((next_housekeeping - time.monotonic()) * 1000))
+        if hasattr(agent, "cleanup") and time.monotonic() >= next_cleanup:
+            agent.cleanup()
+            next_cleanup = time.monotonic() + expiry_interval
+        timeout = max(0, int((next_cleanup - time.monotonic()) * 1000))
         if not poller.poll(timeout):
             continue
         frames = socket.recv_multipart()
         if len(frames) > 1 and agent.crashes_on_multipart:
+            answer(agent, frames[0])  # processed (a write saved), never answered
             print(f"fatal: {len(frames)}-frame request", file=sys.stderr, flush=True)
             os._exit(1)
         # session_memory survives a multipart request: every frame is handled as a request
         # of its own, and only the last one is answered (the first is the one its client
-        # is waiting for).
+        # is waiting for), about a second late per extra frame.
         for frame in frames[:-1]:
             answer(agent, frame)
+            time.sleep(MULTIPART_DELAY_PER_FRAME)
         socket.send_string(answer(agent, frames[-1]))
 
 
@@ -448,7 +611,6 @@ def main():
         clock=Clock(args.frozen_clock),
         rng=random.Random(args.seed),
         idle_expiry=args.idle_expiry,
-        bind=args.bind,
     )
     print(f"READY {endpoint}", flush=True)
     serve(agent, socket, args.expiry_interval)
