@@ -7,7 +7,8 @@
 //! - bottom: [`pyjson`] (Python `json.dumps` bytes), [`profile`] (the legacy protocols'
 //!   action tables and error shapes), [`classify`] (read / write / other), [`guard`] (what
 //!   must never reach an agent), [`api`] (the orchestrator's wire protocol), [`translate`]
-//!   (what a legacy write means for the orchestrator), [`flags`] (stages and percentages,
+//!   (what a legacy write means for the orchestrator), [`forgetting`] (what the legacy
+//!   agents drop on their own, and by which rule), [`flags`] (stages and percentages,
 //!   stable key buckets), [`config`] (loading and validation).
 //! - middle: [`proxy`] (the forwarding threads), [`outbox`] (the durable SQLite queue of
 //!   mirrored operations), [`mirror`] (outbox writer and deliverer threads), [`legacy`]
@@ -80,6 +81,7 @@ pub mod compare;
 pub mod config;
 pub mod embed;
 pub mod flags;
+pub mod forgetting;
 pub mod guard;
 pub mod http;
 pub mod legacy;

@@ -10,11 +10,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The contextual agent keeps this many interactions per session.
-pub const CONTEXTUAL_CAP: usize = 50;
-
-/// The session agent deletes sessions idle for longer than this (checked every minute).
-pub const SESSION_EXPIRY: Duration = Duration::from_secs(3600 + 60);
+use crate::forgetting::{self, CONTEXTUAL_KEPT, Rule};
 
 /// A memory as the orchestrator holds it (active, not a twin).
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
@@ -31,8 +27,9 @@ pub struct SessionRow {
     pub user_id: Option<String>,
     pub metadata: sqlx::types::Json<Value>,
     pub is_archived: bool,
-    /// The newest of its creation and its memories' times.
-    pub last_activity: DateTime<Utc>,
+    /// When legacy created it: session_memory deletes a session an hour (plus the UTC
+    /// offset) after its creation, however active it is.
+    pub created_at: DateTime<Utc>,
 }
 
 /// What one comparison found, and the operations that make the orchestrator match legacy.
@@ -259,7 +256,7 @@ pub fn group(
             continue;
         }
         let capped = batch.section == Section::Interactions
-            && interactions >= CONTEXTUAL_CAP
+            && interactions >= CONTEXTUAL_KEPT
             && oldest_kept.is_some_and(|oldest| r.created_at < oldest);
         found.differ(orchestrator_only(batch.section, &batch.key, r, capped));
         if !capped {
@@ -284,10 +281,9 @@ pub fn key_only_in_orchestrator(
     now: DateTime<Utc>,
 ) -> Found {
     let mut found = Found::default();
+    // Legacy dropped it by itself if its cleanup may have run since the session was due.
     let expired = session.is_some_and(|s| {
-        !s.is_archived
-            && s.last_activity + chrono::Duration::from_std(SESSION_EXPIRY).unwrap_or_default()
-                < now
+        !s.is_archived && forgetting::session_deleted_between(s.created_at).0 <= now
     });
     if let Some(s) = session.filter(|s| !s.is_archived) {
         found.orchestrator += 1;
@@ -303,7 +299,7 @@ pub fn key_only_in_orchestrator(
             legacy_time: None,
             memory_id: None,
             paths: Vec::new(),
-            reason: expired.then_some("expired"),
+            reason: expired.then_some(Rule::Expired.as_label()),
             repairable: true,
         });
         if !expired {
@@ -316,7 +312,7 @@ pub fn key_only_in_orchestrator(
                 for op in m.ops {
                     found.repairs.push(Prepared {
                         op,
-                        at: s.last_activity,
+                        at: s.created_at,
                         kind: Kind::Session,
                     });
                 }
@@ -328,7 +324,7 @@ pub fn key_only_in_orchestrator(
         let mut d = orchestrator_only(section, key, r, false);
         if expired {
             d.class = Class::LegacyDrift;
-            d.reason = Some("expired");
+            d.reason = Some(Rule::Expired.as_label());
         } else if session.is_none_or(|s| s.is_archived) {
             found.repairs.push(delete(r));
         }
@@ -350,7 +346,7 @@ fn orchestrator_only(section: Section, key: &str, r: &Row, capped: bool) -> Diff
         legacy_time: None,
         memory_id: Some(r.memory_id.clone()),
         paths: Vec::new(),
-        reason: capped.then_some("capped"),
+        reason: capped.then_some(Rule::Capped.as_label()),
         repairable: !capped,
     }
 }

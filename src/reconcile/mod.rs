@@ -17,7 +17,7 @@
 mod compare;
 mod report;
 
-pub use compare::{CONTEXTUAL_CAP, Found, Row, SESSION_EXPIRY, SessionRow};
+pub use compare::{Found, Row, SessionRow};
 pub use report::Report;
 
 use crate::backfill::{Batch, Prepared};
@@ -239,9 +239,7 @@ async fn rows(
 
 async fn session(pool: &PgPool, key: &str) -> anyhow::Result<Option<SessionRow>> {
     sqlx::query_as(
-        "SELECT s.user_id, s.metadata, s.is_archived,
-             GREATEST(s.created_at, (SELECT max(created_at) FROM memory_entries m
-                                     WHERE m.session_id = s.session_id)) AS last_activity
+        "SELECT s.user_id, s.metadata, s.is_archived, s.created_at
          FROM sessions s WHERE s.session_id = $1",
     )
     .bind(key)

@@ -1,0 +1,69 @@
+//! What the legacy agents forget on their own (`specs/legacy-agents.md`, revised), so that
+//! comparisons and reconciliation can tell it from a real inconsistency and name the rule.
+//! Pure.
+//!
+//! - session_memory deletes a session about an hour after its **creation**, however active
+//!   it is: its cleanup (at start-up, then every minute) compares `last_active`, a local
+//!   time, with SQLite's UTC `now`, and `last_active` only changes at creation (or at the
+//!   first load after a restart, which memshift cannot see). So the hour is an hour plus the
+//!   host's UTC offset; west of UTC−1 it is under a minute. memshift reads the offset from
+//!   its own zone: the sidecar shares the agent's host, as it shares its local times.
+//! - contextual_memory keeps the newest 50 interactions of a session.
+
+use chrono::{DateTime, Duration, Local, Offset, TimeZone, Utc};
+
+/// Why a legacy agent no longer holds something (a closed set: a report and log label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// session_memory's cleanup deleted the session.
+    Expired,
+    /// contextual_memory keeps only its newest interactions.
+    Capped,
+}
+
+impl Rule {
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Rule::Expired => "expired",
+            Rule::Capped => "capped",
+        }
+    }
+}
+
+/// Interactions contextual_memory keeps per session.
+pub const CONTEXTUAL_KEPT: usize = 50;
+
+/// The "one hour" of session_memory's cleanup.
+const SESSION_HOUR: Duration = Duration::hours(1);
+
+/// How often session_memory's cleanup runs.
+const CLEANUP_EVERY: Duration = Duration::seconds(60);
+
+/// When session_memory deletes a session created at `created`: not before the first time,
+/// and by the second (the next run of its cleanup).
+pub fn session_deleted_between(created: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let offset = Local
+        .offset_from_utc_datetime(&created.naive_utc())
+        .fix()
+        .local_minus_utc();
+    let due = created + SESSION_HOUR + Duration::seconds(i64::from(offset));
+    (due, due + CLEANUP_EVERY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_lives_an_hour_plus_the_offset_from_its_creation() {
+        // The test suite runs under TZ=UTC (scripts/test.sh); the offset is then zero.
+        let created = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let offset = Local
+            .offset_from_utc_datetime(&created.naive_utc())
+            .fix()
+            .local_minus_utc();
+        let (first, last) = session_deleted_between(created);
+        assert_eq!(first - created, Duration::seconds(3600 + i64::from(offset)));
+        assert_eq!(last - first, Duration::seconds(60));
+    }
+}
