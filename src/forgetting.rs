@@ -34,20 +34,42 @@ impl Rule {
 pub const CONTEXTUAL_KEPT: usize = 50;
 
 /// The "one hour" of session_memory's cleanup.
-const SESSION_HOUR: Duration = Duration::hours(1);
+pub const SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// How often session_memory's cleanup runs.
 const CLEANUP_EVERY: Duration = Duration::seconds(60);
 
-/// When session_memory deletes a session created at `created`: not before the first time,
-/// and by the second (the next run of its cleanup).
-pub fn session_deleted_between(created: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+/// When session_memory deletes a session created at `created`, given its "hour"
+/// ([`SESSION_LIFETIME`] unless the agent was changed): not before the first time, and by
+/// the second (the next run of its cleanup).
+pub fn session_deleted_between(
+    created: DateTime<Utc>,
+    lifetime: std::time::Duration,
+) -> (DateTime<Utc>, DateTime<Utc>) {
     let offset = Local
         .offset_from_utc_datetime(&created.naive_utc())
         .fix()
         .local_minus_utc();
-    let due = created + SESSION_HOUR + Duration::seconds(i64::from(offset));
+    let lifetime = Duration::from_std(lifetime).unwrap_or(Duration::MAX);
+    let due = created + lifetime + Duration::seconds(i64::from(offset));
     (due, due + CLEANUP_EVERY)
+}
+
+/// Whether session_memory has deleted a session created at `created` by `now`: `Some(true)`
+/// certainly, `Some(false)` certainly not, `None` while its cleanup may or may not have run.
+pub fn session_deleted(
+    created: DateTime<Utc>,
+    lifetime: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Option<bool> {
+    let (first, last) = session_deleted_between(created, lifetime);
+    if now >= last {
+        Some(true)
+    } else if now < first {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -62,8 +84,18 @@ mod tests {
             .offset_from_utc_datetime(&created.naive_utc())
             .fix()
             .local_minus_utc();
-        let (first, last) = session_deleted_between(created);
+        let (first, last) = session_deleted_between(created, SESSION_LIFETIME);
         assert_eq!(first - created, Duration::seconds(3600 + i64::from(offset)));
         assert_eq!(last - first, Duration::seconds(60));
+        let at = |s: i64| created + Duration::seconds(s + i64::from(offset));
+        assert_eq!(
+            session_deleted(created, SESSION_LIFETIME, at(3599)),
+            Some(false)
+        );
+        assert_eq!(session_deleted(created, SESSION_LIFETIME, at(3630)), None);
+        assert_eq!(
+            session_deleted(created, SESSION_LIFETIME, at(3660)),
+            Some(true)
+        );
     }
 }

@@ -172,3 +172,97 @@ fn with_the_orchestrator_stopped_live_reads_come_from_legacy_within_the_budget()
     assert_eq!(fallbacks, 5.0, "{m}");
     assert_eq!(served(&m, "jarvis_memory", "orchestrator"), 0.0);
 }
+
+/// session_memory deletes a session its "hour" after its creation, however active (here the
+/// stand-in's hour is 2 s, and memshift is told so). A live read is the agent's answer:
+/// the history while the session lives; in the minute in which the agent's cleanup may or
+/// may not have run, the agent itself answers (fallback `unsupported`), and says `[]`.
+/// With `serve_forgotten`, the orchestrator's fuller history is served instead.
+fn expiring_rig(serve_forgotten: bool) -> (common::pg::TestDb, common::pg::Orchestrator, Rig) {
+    let db = common::pg::TestDb::new();
+    let orch = common::pg::Orchestrator::start(&db, "", "");
+    let legacy = StandIn::start_with(
+        "session_memory",
+        &["--idle-expiry", "2", "--expiry-interval", "0.1"],
+    );
+    let extra =
+        format!("{LIVE}[live]\nsession_lifetime = \"2s\"\nserve_forgotten = {serve_forgotten}\n");
+    let rig = Rig::start("session_memory", legacy, &orch.endpoint, &extra);
+    (db, orch, rig)
+}
+
+fn expiring_session(rig: &Rig) -> (zmq::Socket, zmq::Socket, Instant) {
+    let ctx = zmq::Context::new();
+    let via = rig.socket(&ctx);
+    let direct = req_socket(&ctx, &rig.legacy.endpoint);
+    let created = Instant::now();
+    for r in [
+        json!({"action": "create_session", "session_id": "brief", "user_id": "u"}),
+        json!({"action": "add_interaction", "session_id": "brief", "role": "user", "content": "remember me"}),
+    ] {
+        request(&via, r.to_string().as_bytes());
+    }
+    assert_eq!(rig.drain(), 0);
+    (via, direct, created)
+}
+
+const READ_BRIEF: &[u8] = br#"{"action": "get_context", "session_id": "brief"}"#;
+
+#[test]
+fn a_live_read_of_a_session_the_agent_expired_is_the_agents_empty_context() {
+    let (_db, _orch, rig) = expiring_rig(false);
+    let (via, direct, created) = expiring_session(&rig);
+    // Alive: the orchestrator answers with the history.
+    let alive: Value = serde_json::from_slice(&request(&via, READ_BRIEF)).unwrap();
+    assert!(
+        created.elapsed() < Duration::from_secs(2),
+        "too slow to see it alive"
+    );
+    assert_eq!(alive["context"][0]["content"], "remember me");
+    assert_eq!(
+        served(&rig.proxy.metrics_text(), "session_memory", "orchestrator"),
+        1.0
+    );
+    // Past its hour: the agent forgot it, and so does the answer.
+    wait_for("the agent's cleanup", TIMEOUT, || {
+        let legacy: Value = serde_json::from_slice(&request(&direct, READ_BRIEF)).unwrap();
+        (legacy["context"] == json!([])).then_some(())
+    });
+    let gone = request(&via, READ_BRIEF);
+    assert_eq!(gone, request(&direct, READ_BRIEF));
+    assert_eq!(
+        String::from_utf8_lossy(&gone),
+        r#"{"status": "success", "context": [], "request_id": ""}"#
+    );
+    let m = rig.proxy.metrics_text();
+    assert_eq!(
+        metric_sum(
+            &m,
+            "memshift_live_fallbacks_total",
+            &[("agent", "session_memory"), ("reason", "unsupported")]
+        ),
+        1.0,
+        "within the cleanup's minute the agent answers: {m}"
+    );
+    // A write into it is the agent's unknown-session error, and is not mirrored.
+    let add = json!({"action": "add_interaction", "session_id": "brief", "role": "user", "content": "late"});
+    let refused: Value =
+        serde_json::from_slice(&request(&via, add.to_string().as_bytes())).unwrap();
+    assert_eq!(refused, json!({"status": "error", "request_id": ""}));
+}
+
+#[test]
+fn serve_forgotten_answers_from_the_orchestrators_fuller_history() {
+    let (_db, _orch, rig) = expiring_rig(true);
+    let (via, direct, _) = expiring_session(&rig);
+    wait_for("the agent's cleanup", TIMEOUT, || {
+        let legacy: Value = serde_json::from_slice(&request(&direct, READ_BRIEF)).unwrap();
+        (legacy["context"] == json!([])).then_some(())
+    });
+    let kept: Value = serde_json::from_slice(&request(&via, READ_BRIEF)).unwrap();
+    assert_eq!(kept["context"][0]["content"], "remember me");
+    assert_eq!(
+        served(&rig.proxy.metrics_text(), "session_memory", "orchestrator"),
+        1.0
+    );
+}

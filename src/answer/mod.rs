@@ -35,6 +35,9 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub struct Query {
     pub filter: Map<String, Value>,
     pub newest: Option<usize>,
+    /// Ask for the session the filter names too (`with_session`): its creation time, for
+    /// [`answer_forgetting`].
+    pub with_session: bool,
 }
 
 /// What a read needs.
@@ -61,6 +64,8 @@ pub enum Unsupported {
     OddContent,
     /// More than [`MAX_ENTRIES`] entries.
     TooLarge,
+    /// The agent may or may not have forgotten it yet (its cleanup runs once a minute).
+    Forgetting,
 }
 
 impl Unsupported {
@@ -69,6 +74,7 @@ impl Unsupported {
             Unsupported::OddParameter => "odd_parameter",
             Unsupported::OddContent => "odd_content",
             Unsupported::TooLarge => "too_large",
+            Unsupported::Forgetting => "forgetting",
         }
     }
 }
@@ -129,6 +135,34 @@ pub fn answer(
     }
 }
 
+/// [`answer`] as the agent gives it at `now`, having forgotten what it forgets on its own:
+/// session_memory deletes a session `lifetime` (plus the UTC offset) after its creation,
+/// however active, and then answers an empty context (see [`crate::forgetting`]).
+/// `session_created`: when the session was created, if a query asked and it exists.
+///
+/// # Errors
+/// As [`answer`]; and [`Unsupported::Forgetting`] in the minute in which the agent's
+/// cleanup may or may not have deleted the session (the agent knows: ask it).
+pub fn answer_forgetting(
+    profile: Profile,
+    request: &Value,
+    data: &[Vec<Stored>],
+    session_created: Option<DateTime<Utc>>,
+    lifetime: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<Value, Unsupported> {
+    if profile == Profile::SessionMemory
+        && let Some(created) = session_created
+    {
+        match crate::forgetting::session_deleted(created, lifetime, now) {
+            Some(true) => return answer(profile, request, &[Vec::new()]),
+            None => return Err(Unsupported::Forgetting),
+            Some(false) => {}
+        }
+    }
+    answer(profile, request, data)
+}
+
 /// A `batch_read` filter for one memory type of one session or user.
 fn query(memory_type: &str, scope: (&str, &str)) -> Query {
     let mut filter = Map::new();
@@ -141,6 +175,7 @@ fn query(memory_type: &str, scope: (&str, &str)) -> Query {
     Query {
         filter,
         newest: None,
+        with_session: false,
     }
 }
 

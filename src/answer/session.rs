@@ -26,7 +26,10 @@ pub fn prepare(req: &Map<String, Value>) -> Prepared {
         // SQLite, unlike anything the mirror writes.
         Some(_) => return Prepared::Unsupported(Unsupported::OddParameter),
     };
-    let queries: Vec<Query> = vec![query("conversation", ("session_id", &session_id))];
+    // The session's creation too: the agent deletes a session an hour after it.
+    let mut interactions = query("conversation", ("session_id", &session_id));
+    interactions.with_session = true;
+    let queries: Vec<Query> = vec![interactions];
     Prepared::Fetch {
         key: session_id,
         queries,

@@ -482,3 +482,55 @@ fn ids_of_every_json_type_are_keyed_as_the_agent_keys_them() {
     assert_eq!(key(j, Some(json!(null))).as_deref(), Some("json:null"));
     assert_eq!(key(j, Some(json!(1.5))).as_deref(), Some("json:1.5"));
 }
+
+#[test]
+fn a_live_answer_forgets_a_session_as_the_agent_does() {
+    let req = json!({"action": "get_context", "session_id": "s", "request_id": "r"});
+    let (_, queries) = fetch(Profile::SessionMemory, &req);
+    assert!(
+        queries[0].with_session,
+        "the session's creation is asked for"
+    );
+    let data = vec![vec![stored(
+        "conversation",
+        json!({"text": "hi", "role": "user", "metadata": {}}),
+        1,
+    )]];
+    let hour = std::time::Duration::from_secs(3600);
+    let created = at(0);
+    let offset = i64::from(
+        chrono::Local
+            .offset_from_utc_datetime(&created.naive_utc())
+            .local_minus_utc(),
+    );
+    let when = |s: i64| created + chrono::Duration::seconds(s + offset);
+    let ask = |now| {
+        answer_forgetting(
+            Profile::SessionMemory,
+            &req,
+            &data,
+            Some(created),
+            hour,
+            now,
+        )
+    };
+    assert_eq!(ask(when(3599)).unwrap()["context"][0]["content"], "hi");
+    assert_eq!(ask(when(3630)), Err(Unsupported::Forgetting));
+    assert_eq!(
+        ask(when(3661)).unwrap(),
+        json!({"status": "success", "context": [], "request_id": "r"})
+    );
+    // No session row (never created, or deleted): nothing to forget by time.
+    assert_eq!(
+        answer_forgetting(
+            Profile::SessionMemory,
+            &req,
+            &data,
+            None,
+            hour,
+            when(99_999)
+        )
+        .unwrap()["context"][0]["content"],
+        "hi"
+    );
+}

@@ -183,12 +183,22 @@ pub struct LiveSettings {
     /// the legacy agent instead (a fallback, counted), so a client waits at most this long
     /// on top of the legacy agent's own time.
     pub timeout: Duration,
+    /// Answer from the orchestrator's fuller history what the legacy agent has forgotten
+    /// on its own (a session_memory session past its expiry). Off: a live answer is the
+    /// agent's, `[]` for an expired session.
+    pub serve_forgotten: bool,
+    /// session_memory's "one hour": it deletes a session this long (plus the UTC offset)
+    /// after its creation. The agent's constant; change it only for an agent changed to
+    /// use another (a test stand-in's `--idle-expiry`).
+    pub session_lifetime: Duration,
 }
 
 impl Default for LiveSettings {
     fn default() -> Self {
         LiveSettings {
             timeout: Duration::from_millis(250),
+            serve_forgotten: false,
+            session_lifetime: crate::forgetting::SESSION_LIFETIME,
         }
     }
 }
@@ -198,9 +208,21 @@ pub(super) fn read_live(value: Option<&Value>, errors: &mut Errors) -> LiveSetti
     let mut t = Table::new("live", value, errors);
     let settings = LiveSettings {
         timeout: t.parse("timeout", d.timeout, errors, parse_duration),
+        serve_forgotten: t
+            .get("serve_forgotten", errors)
+            .unwrap_or(d.serve_forgotten),
+        session_lifetime: t.parse(
+            "session_lifetime",
+            d.session_lifetime,
+            errors,
+            parse_duration,
+        ),
     };
     if settings.timeout.is_zero() {
         errors.push("live.timeout", value, "must be above zero");
+    }
+    if settings.session_lifetime.is_zero() {
+        errors.push("live.session_lifetime", value, "must be above zero");
     }
     t.finish(errors);
     settings

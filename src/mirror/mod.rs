@@ -40,7 +40,7 @@ pub use primary::{Write, Written};
 pub use reverse::Replay;
 pub use shadow::{Fallback, Served};
 
-use crate::config::{AgentConfig, Durability, MirrorSettings, ShadowSettings};
+use crate::config::{AgentConfig, Durability, LiveSettings, MirrorSettings, ShadowSettings};
 use crate::flags::Percent;
 use crate::metrics::{DropReason, MirrorMetrics, SkipReason, WriteOutcome};
 use crate::outbox::{DeliveryLock, Outbox};
@@ -248,7 +248,7 @@ pub fn start(
     agent: &AgentConfig,
     settings: &MirrorSettings,
     shadow_settings: &ShadowSettings,
-    live_budget: Duration,
+    live: &LiveSettings,
     flags: crate::flags::SharedFlags,
     metrics: Arc<MirrorMetrics>,
 ) -> anyhow::Result<(MirrorSender, RunningMirror)> {
@@ -272,6 +272,7 @@ pub fn start(
         agent.profile,
         settings.orchestrator.as_str(),
         shadow_settings.clone(),
+        live.clone(),
         activity.clone(),
         metrics.clone(),
         shadow_signal.clone(),
@@ -375,7 +376,7 @@ pub fn start(
             profile: agent.profile,
             activity,
             reader: shadow_tx,
-            live_budget,
+            live_budget: live.timeout,
             primary: primary_tx,
             reverse,
             taking,

@@ -19,10 +19,11 @@ use super::activity::{KeyActivity, Snapshot};
 use super::link;
 use crate::answer::{self, MAX_ENTRIES, Query, Stored};
 use crate::compare::{self, Outcome};
-use crate::config::ShadowSettings;
+use crate::config::{LiveSettings, ShadowSettings};
 use crate::metrics::{MirrorMetrics, SkipReason};
 use crate::profile::Profile;
 use crate::wakeup::{Backlog, BoundedSender, WakeReceiver, WakeSender};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -128,6 +129,8 @@ struct Fetching {
     query: usize,
     offset: usize,
     results: Vec<Vec<Stored>>,
+    /// The creation of the session the read is about, when a query asked for it.
+    session_created: Option<DateTime<Utc>>,
     started: Instant,
     deadline: Instant,
 }
@@ -137,6 +140,8 @@ pub struct ShadowReader {
     profile: Profile,
     socket: zmq::Socket,
     settings: ShadowSettings,
+    /// What a served read makes of legacy's own forgetting (`[live]`).
+    live: LiveSettings,
     activity: Arc<KeyActivity>,
     metrics: Arc<MirrorMetrics>,
     waiting: VecDeque<Box<Sample>>,
@@ -155,6 +160,7 @@ impl ShadowReader {
         profile: Profile,
         orchestrator: &str,
         settings: ShadowSettings,
+        live: LiveSettings,
         activity: Arc<KeyActivity>,
         metrics: Arc<MirrorMetrics>,
         signals: WakeSender<ShadowMessage>,
@@ -167,6 +173,7 @@ impl ShadowReader {
                 profile,
                 socket,
                 settings,
+                live,
                 activity,
                 metrics,
                 waiting: VecDeque::new(),
@@ -222,6 +229,7 @@ impl ShadowReader {
             };
             let fetching = Fetching {
                 results: vec![Vec::new(); sample.queries.len()],
+                session_created: None,
                 sample,
                 query: 0,
                 offset: 0,
@@ -250,6 +258,9 @@ impl ShadowReader {
                 filter.insert("limit".into(), json!(PAGE));
                 filter.insert("offset".into(), json!(f.offset));
             }
+        }
+        if query.with_session && f.offset == 0 {
+            filter.insert("with_session".into(), json!(true));
         }
         self.next_request += 1;
         let request_id = format!("shadow/{}/{}", self.agent, self.next_request);
@@ -286,6 +297,13 @@ impl ShadowReader {
         let Some(mut stored) = stored else {
             return self.failed(f, Outcome::ShadowError);
         };
+        if let Some(created) = reply
+            .pointer("/data/session/created_at")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+        {
+            f.session_created = Some(created);
+        }
         let newest = f.sample.queries[f.query].newest.is_some();
         let got = stored.len();
         if newest {
@@ -312,7 +330,23 @@ impl ShadowReader {
     fn finish(&mut self, f: Fetching) {
         self.metrics
             .shadow_latency(f.sample.action, f.started.elapsed().as_secs_f64());
-        let Ok(shadow) = answer::answer(self.profile, &f.sample.request, &f.results) else {
+        // A served read is the agent's answer now, forgetting included (unless
+        // `live.serve_forgotten`); a comparison renders the orchestrator's whole history,
+        // and a session legacy forgot is `legacy_drift`.
+        let serving = matches!(f.sample.purpose, Purpose::Serve { .. });
+        let rendered = if serving && !self.live.serve_forgotten {
+            answer::answer_forgetting(
+                self.profile,
+                &f.sample.request,
+                &f.results,
+                f.session_created,
+                self.live.session_lifetime,
+                Utc::now(),
+            )
+        } else {
+            answer::answer(self.profile, &f.sample.request, &f.results)
+        };
+        let Ok(shadow) = rendered else {
             return self.unsupported(f);
         };
         let Sample {

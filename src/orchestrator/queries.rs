@@ -44,7 +44,9 @@ pub async fn batch_read(s: &Service, req: &Request) -> Result<Value, ApiError> {
         );
     }
     let (mut limit, mut offset, mut sort) = (DEFAULT_PAGE, 0, Sort::default());
+    let mut with_session = false;
     if let Some(f) = f {
+        with_session = f.bool("with_session")?.unwrap_or(false);
         filter.memory_types = memory_type(&f, "memory_type")?.into_iter().collect();
         time_range(&f, "payload.filter.time_range", &mut filter)?;
         common(&f, &mut filter)?;
@@ -73,11 +75,21 @@ pub async fn batch_read(s: &Service, req: &Request) -> Result<Value, ApiError> {
     }
     let (entries, total) = s.store.batch_read(&filter, sort, limit, offset).await?;
     let has_more = offset + (entries.len() as i64) < total;
-    Ok(json!({
+    let mut data = json!({
         "memories": entries.iter().map(|e| e.to_json()).collect::<Vec<_>>(),
         "total_count": total,
         "page_info": {"limit": limit, "offset": offset, "has_more": has_more},
-    }))
+    });
+    // (ext) The session the filter names, in the same answer: session_memory forgets a
+    // session an hour after its creation, so a legacy-shape answer needs that time.
+    if let (true, Some(sid)) = (with_session, &filter.session_id) {
+        let created = s.store.session_created_at(sid).await?;
+        data["session"] = match created {
+            Some(t) => json!({"session_id": sid, "created_at": ts(t)}),
+            None => Value::Null,
+        };
+    }
+    Ok(data)
 }
 
 pub async fn bulk_delete(s: &Service, req: &Request) -> Result<Value, ApiError> {

@@ -91,7 +91,7 @@ fn start_agent(
             agent,
             &config.mirror,
             &config.shadow,
-            config.live.timeout,
+            &config.live,
             flags.clone(),
             mirror_metrics,
         )

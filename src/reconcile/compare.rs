@@ -283,7 +283,9 @@ pub fn key_only_in_orchestrator(
     let mut found = Found::default();
     // Legacy dropped it by itself if its cleanup may have run since the session was due.
     let expired = session.is_some_and(|s| {
-        !s.is_archived && forgetting::session_deleted_between(s.created_at).0 <= now
+        !s.is_archived
+            && forgetting::session_deleted_between(s.created_at, forgetting::SESSION_LIFETIME).0
+                <= now
     });
     if let Some(s) = session.filter(|s| !s.is_archived) {
         found.orchestrator += 1;

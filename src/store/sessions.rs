@@ -33,6 +33,19 @@ pub struct EndedSession {
 }
 
 impl Store {
+    /// When a session that is not archived was created; `None` when there is none.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn session_created_at(&self, session_id: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT created_at FROM sessions WHERE session_id = $1 AND NOT is_archived",
+        )
+        .bind(session_id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     /// Creates a session, or recognises a repeat of an earlier identical create (with
     /// `if_absent`, completes an existing one).
     ///

@@ -60,6 +60,16 @@ impl StandIn {
         s
     }
 
+    /// A stand-in with a fresh data directory on a free port, real clock, and the stand-in
+    /// options `extra`.
+    pub fn start_with(agent: &str, extra: &[&str]) -> StandIn {
+        let tmp = TempDir::new().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = StandIn::spawn(agent, &dir, "tcp://127.0.0.1:*", extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
     /// A stand-in whose clock and uuids are deterministic, so two of them fed the same
     /// requests answer with the same bytes.
     pub fn start_frozen(agent: &str) -> StandIn {
