@@ -65,6 +65,9 @@ enum MaxTokens {
     /// Anything else makes the cut raise: the agent answers its `'NoneType'` error when the
     /// summary has a text to cut, else the summary as it is.
     Odd,
+    /// An integral number below `i64::MIN`: an int to Python (the whole text cut away) if
+    /// it was written as one, a float (no cut) if not; serde_json holds both as a float.
+    Unknown,
 }
 
 fn max_tokens(req: &Map<String, Value>) -> MaxTokens {
@@ -75,6 +78,9 @@ fn max_tokens(req: &Map<String, Value>) -> MaxTokens {
             (Some(i), _) => MaxTokens::Cut(i),
             // Above i64: the cut is longer than any text.
             (None, Some(_)) => MaxTokens::NoCut,
+            (None, None) if n.as_f64().is_some_and(|f| f < 0.0 && f.fract() == 0.0) => {
+                MaxTokens::Unknown
+            }
             (None, None) => MaxTokens::NoCut,
         },
         Some(_) => MaxTokens::Odd,
@@ -103,7 +109,10 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
         None if key_decisions.is_empty() => return Ok(no_summary()),
         None => Map::from_iter([("key_decisions".to_owned(), json!(key_decisions))]),
     };
-    Ok(cut(summary, max_tokens(req)))
+    match max_tokens(req) {
+        MaxTokens::Unknown => Err(Unsupported::OddParameter),
+        max_tokens => Ok(cut(summary, max_tokens)),
+    }
 }
 
 fn no_summary() -> Value {
@@ -143,7 +152,7 @@ pub fn stored_summary(
         }
         // Newest first, as the agent keeps them.
         let window: Vec<&Stored> = interactions[end - WINDOW..end].iter().rev().collect();
-        if let Some(summary) = rebuild(&window) {
+        if let Some(summary) = rebuild(&window)? {
             return Ok(Some(summary));
         }
     }
@@ -152,7 +161,10 @@ pub fn stored_summary(
 
 /// The agent's `_update_summary` of one window (newest first); `None` where it raises (a
 /// `code` content that is not a string).
-fn rebuild(window: &[&Stored]) -> Option<Map<String, Value>> {
+///
+/// # Errors
+/// A query prints in a way memshift cannot reproduce (see [`conversation_summary`]).
+fn rebuild(window: &[&Stored]) -> Result<Option<Map<String, Value>>, Unsupported> {
     let of_type = |t: &str| -> Vec<&Value> {
         window
             .iter()
@@ -165,24 +177,31 @@ fn rebuild(window: &[&Stored]) -> Option<Map<String, Value>> {
     let code = of_type("code");
     if !code.is_empty() {
         let code: Option<Vec<&str>> = code.iter().map(|c| c.as_str()).collect();
-        summary.insert("code_context".into(), json!(code_summary(&code?)));
+        let Some(code) = code else {
+            return Ok(None);
+        };
+        summary.insert("code_context".into(), json!(code_summary(&code)));
     }
     let queries = of_type("user_query");
     let responses = of_type("system_response");
     if !queries.is_empty() || !responses.is_empty() {
         summary.insert(
             "conversation_summary".into(),
-            json!(conversation_summary(&queries, responses.len())),
+            json!(conversation_summary(&queries, responses.len())?),
         );
     }
     summary.insert("errors_encountered".into(), errors(&of_type("error")));
-    Some(summary)
+    Ok(Some(summary))
 }
 
 /// The conversation summary; the agent's `except` turns a query it cannot slice (a number,
 /// an object, `null`, a bool) into a fixed text. A list slices, and prints as Python's
 /// `str(list)`.
-fn conversation_summary(queries: &[&Value], responses: usize) -> String {
+///
+/// # Errors
+/// A list that `pyjson::repr` cannot print as Python does (text outside ASCII, a float
+/// that may have been an integer beyond 64 bits).
+fn conversation_summary(queries: &[&Value], responses: usize) -> Result<String, Unsupported> {
     let mut text = format!(
         "Conversation Summary:\nTotal queries: {}\nTotal responses: {responses}\n",
         queries.len(),
@@ -194,17 +213,14 @@ fn conversation_summary(queries: &[&Value], responses: usize) -> String {
                 Value::String(s) => py_prefix(s, 100),
                 Value::Array(items) => {
                     let head = Value::Array(items.iter().take(100).cloned().collect());
-                    match pyjson::repr(&head) {
-                        Some(shown) => shown,
-                        None => return "Error summarizing conversation".to_owned(),
-                    }
+                    pyjson::repr(&head).ok_or(Unsupported::OddContent)?
                 }
-                _ => return "Error summarizing conversation".to_owned(),
+                _ => return Ok("Error summarizing conversation".to_owned()),
             };
             text.push_str(&format!("- {shown}...\n"));
         }
     }
-    text
+    Ok(text)
 }
 
 /// Errors worth keeping, cut to 200 characters; `[]` when one is not a string (the agent's
@@ -237,7 +253,7 @@ fn cut(mut summary: Map<String, Value>, max_tokens: MaxTokens) -> Value {
         MaxTokens::Odd if TEXTS.iter().any(|t| summary.contains_key(*t)) => {
             return no_summary();
         }
-        MaxTokens::Odd => return Value::Object(summary),
+        MaxTokens::Odd | MaxTokens::Unknown => return Value::Object(summary),
     };
     for field in TEXTS {
         if let Some(Value::String(text)) = summary.get_mut(field)

@@ -328,6 +328,11 @@ fn contextual_summaries_of_contents_that_are_not_strings_fail_as_the_agent_fails
         reply["conversation_summary"],
         "Conversation Summary:\nTotal queries: 1\nTotal responses: 50\n\nRecent Queries:\n- ['a', 1, None]...\n"
     );
+    // A list Python would print with text outside ASCII: not reproduced, declined.
+    assert_eq!(
+        ask(window_of(&[("user_query", json!(["é"]))])),
+        Err(Unsupported::OddContent)
+    );
     // An error content that is not a string empties the whole list.
     let reply = ask(window_of(&[
         ("error", json!("an error")),
@@ -403,6 +408,12 @@ fn contextual_max_tokens_of_every_type() {
     // Not a number: the agent's error where there is a text to cut, else the summary.
     let error = json!({"status": "error", "message": "'NoneType' object has no attribute 'get'"});
     assert_eq!(ask(json!("ten"), &data), error);
+    // An integer below i64::MIN is a float to serde_json: Python's int and float differ.
+    let req = json!({"action": "get_context", "session_id": "c", "max_tokens": -1e20});
+    assert_eq!(
+        answer(Profile::ContextualMemory, &req, &data),
+        Err(Unsupported::OddParameter)
+    );
     let decisions_only = [vec![], decisions];
     let summary = ask(json!([1]), &decisions_only);
     assert_eq!(summary["key_decisions"][0]["decision"], "d");
