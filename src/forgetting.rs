@@ -55,6 +55,19 @@ pub fn session_deleted_between(
     (due, due + CLEANUP_EVERY)
 }
 
+/// How long after its creation session_memory deletes a session (its `lifetime` plus the
+/// UTC offset, now), and within how long after that at the latest (its cleanup's period):
+/// for a process that knows the creation but not this host's zone (the orchestrator).
+pub fn session_expiry_window(
+    lifetime: std::time::Duration,
+) -> (std::time::Duration, std::time::Duration) {
+    let now = Utc::now();
+    let (first, last) = session_deleted_between(now, lifetime);
+    let after = (first - now).to_std().unwrap_or_default();
+    let within = (last - first).to_std().unwrap_or_default();
+    (after, within)
+}
+
 /// Whether session_memory has deleted a session created at `created` by `now`: `Some(true)`
 /// certainly, `Some(false)` certainly not, `None` while its cleanup may or may not have run.
 pub fn session_deleted(

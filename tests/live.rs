@@ -179,6 +179,13 @@ fn with_the_orchestrator_stopped_live_reads_come_from_legacy_within_the_budget()
 /// may not have run, the agent itself answers (fallback `unsupported`), and says `[]`.
 /// With `serve_forgotten`, the orchestrator's fuller history is served instead.
 fn expiring_rig(serve_forgotten: bool) -> (common::pg::TestDb, common::pg::Orchestrator, Rig) {
+    expiring_rig_in(LIVE, serve_forgotten)
+}
+
+fn expiring_rig_in(
+    flags: &str,
+    serve_forgotten: bool,
+) -> (common::pg::TestDb, common::pg::Orchestrator, Rig) {
     let db = common::pg::TestDb::new();
     let orch = common::pg::Orchestrator::start(&db, "", "");
     let legacy = StandIn::start_with(
@@ -186,7 +193,7 @@ fn expiring_rig(serve_forgotten: bool) -> (common::pg::TestDb, common::pg::Orche
         &["--idle-expiry", "2", "--expiry-interval", "0.1"],
     );
     let extra =
-        format!("{LIVE}[live]\nsession_lifetime = \"2s\"\nserve_forgotten = {serve_forgotten}\n");
+        format!("{flags}[live]\nsession_lifetime = \"2s\"\nserve_forgotten = {serve_forgotten}\n");
     let rig = Rig::start("session_memory", legacy, &orch.endpoint, &extra);
     (db, orch, rig)
 }
@@ -265,4 +272,44 @@ fn serve_forgotten_answers_from_the_orchestrators_fuller_history() {
         served(&rig.proxy.metrics_text(), "session_memory", "orchestrator"),
         1.0
     );
+}
+
+/// In `rampdown` the orchestrator takes writes first, and must refuse one into a session
+/// the agent has forgotten as the agent does: the client gets the agent's unknown-session
+/// error, and nothing is stored.
+#[test]
+fn in_rampdown_a_write_into_a_session_the_agent_expired_is_refused_as_the_agent_refuses_it() {
+    let flags =
+        "stage = \"rampdown\"\n[rollout]\ngates = \"warn\"\n[rollout.auto]\nenabled = false\n";
+    let (mut db, _orch, rig) = expiring_rig_in(flags, false);
+    let ctx = zmq::Context::new();
+    let via = rig.socket(&ctx);
+    let direct = req_socket(&ctx, &rig.legacy.endpoint);
+    let send = |r: Value| -> Value {
+        serde_json::from_slice(&request(&via, r.to_string().as_bytes())).unwrap()
+    };
+    assert_eq!(
+        send(json!({"action": "create_session", "session_id": "brief", "user_id": "u"}))["status"],
+        "success"
+    );
+    let add = |content: &str| json!({"action": "add_interaction", "session_id": "brief", "role": "user", "content": content});
+    assert_eq!(
+        send(add("remember me")),
+        json!({"status": "success", "request_id": ""})
+    );
+    let stored = |db: &mut common::pg::TestDb| {
+        db.scalar("SELECT count(*) FROM memory_entries WHERE session_id = 'brief' AND is_active")
+    };
+    assert_eq!(stored(&mut db), 1);
+    // The agent (its hour is 2 s) forgets the session.
+    wait_for("the agent's cleanup", TIMEOUT, || {
+        let legacy: Value = serde_json::from_slice(&request(&direct, READ_BRIEF)).unwrap();
+        (legacy["context"] == json!([])).then_some(())
+    });
+    assert_eq!(
+        send(add("too late")),
+        json!({"status": "error", "request_id": ""}),
+        "the agent's reply to a write into a session it does not know"
+    );
+    assert_eq!(stored(&mut db), 1, "nothing stored for a refused write");
 }

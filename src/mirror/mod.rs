@@ -321,6 +321,7 @@ pub fn start(
         reverse: reverse.clone(),
         metrics: metrics.clone(),
         wake_reverse: reverse_signal.clone(),
+        session_lifetime: live.session_lifetime,
     };
     let (primary_writer, primary_tx) =
         primary::PrimaryWriter::new(ctx, parts, primary_signal.clone())?;

@@ -24,7 +24,7 @@ use super::reverse::Replay;
 use super::{Fallback, Signal};
 use crate::metrics::{DropReason, MirrorMetrics, PrimaryOutcome};
 use crate::outbox::{NewEntry, Outbox};
-use crate::translate::{Plan, Refusal};
+use crate::translate::{MirrorOp, Plan, Refusal};
 use crate::wakeup::{Backlog, BoundedSender, WakeReceiver, WakeSender};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -89,6 +89,8 @@ struct Running {
 pub struct PrimaryWriter {
     agent: String,
     socket: zmq::Socket,
+    /// session_memory's "hour", for writes into its sessions.
+    session_lifetime: std::time::Duration,
     outbox: Outbox<Replay>,
     max_pending: u64,
     /// Keys with a write queued or running here.
@@ -120,6 +122,8 @@ pub struct PrimaryParts {
     pub reverse: Arc<KeyActivity>,
     pub metrics: Arc<MirrorMetrics>,
     pub wake_reverse: WakeSender<Signal>,
+    /// session_memory's "hour" (`live.session_lifetime`).
+    pub session_lifetime: std::time::Duration,
 }
 
 impl PrimaryWriter {
@@ -136,6 +140,7 @@ impl PrimaryWriter {
             PrimaryWriter {
                 agent: parts.agent,
                 socket,
+                session_lifetime: parts.session_lifetime,
                 outbox: parts.outbox,
                 max_pending: parts.max_pending,
                 taking: parts.taking,
@@ -229,9 +234,14 @@ impl PrimaryWriter {
         let request_id = format!("primary/{}/{}", self.agent, self.next_request);
         // The op id only names the op for ids it does not carry itself (a plan's memories
         // carry theirs).
-        let body = op
-            .to_call(&request_id, r.write.accepted_at)
-            .body(&request_id);
+        let mut call = op.to_call(&request_id, r.write.accepted_at);
+        if r.write.plan.into_forgetful_session && matches!(op, MirrorOp::CreateMemory { .. }) {
+            // (ext) Refused as the agent refuses a write into a session it has forgotten.
+            let (after, within) = crate::forgetting::session_expiry_window(self.session_lifetime);
+            call.payload["legacy_session_expiry"] = serde_json::json!({
+                "after_seconds": after.as_secs_f64(), "within_seconds": within.as_secs_f64()});
+        }
+        let body = call.body(&request_id);
         match link::send(&self.socket, body.as_bytes()) {
             Ok(()) => {
                 self.out.insert(request_id, key.to_owned());

@@ -79,6 +79,7 @@ fn missing(field: &str) -> ApiError {
 
 pub async fn create(s: &Service, req: &Request) -> Result<Value, ApiError> {
     let m = new_memory(req)?;
+    legacy_session_alive(s, req, &m).await?;
     let written = |w: Written| {
         let mut reply = json!({"memory_id": w.memory_id, "created_at": ts(w.created_at)});
         if let Some(twin) = w.twin_of {
@@ -103,6 +104,46 @@ pub async fn create(s: &Service, req: &Request) -> Result<Value, ApiError> {
             Err(ApiError::new(ErrorCode::SessionNotFound, "no such session")
                 .with("field", "session_id"))
         }
+    }
+}
+
+/// (ext) `legacy_session_expiry` {`after_seconds`, `within_seconds`}: the write goes into a
+/// session of a legacy agent that deletes its sessions that long after their creation (at
+/// the latest `within_seconds` later), and refuses writes into them from then on. A write
+/// the orchestrator takes first must be refused likewise: `session_not_found` once the
+/// agent has certainly deleted it, and `validation_error` (`reason: session_expiring`) while
+/// it may have, so that the agent decides.
+async fn legacy_session_alive(s: &Service, req: &Request, m: &NewMemory) -> Result<(), ApiError> {
+    let p = Fields::new(&req.payload, "payload");
+    let Some(expiry) = p.nested("legacy_session_expiry", "payload.legacy_session_expiry")? else {
+        return Ok(());
+    };
+    let seconds = |key| -> Result<chrono::Duration, ApiError> {
+        let n = expiry
+            .number(key, 0.0, 1e9)?
+            .ok_or_else(|| missing(&format!("payload.legacy_session_expiry.{key}")))?;
+        Ok(chrono::Duration::microseconds((n * 1e6) as i64))
+    };
+    let (after, within) = (seconds("after_seconds")?, seconds("within_seconds")?);
+    let Some(session) = &m.session_id else {
+        return Ok(());
+    };
+    let Some(created) = s.store.session_created_at(session).await? else {
+        return Ok(()); // the insert itself finds the session missing
+    };
+    let now = chrono::Utc::now();
+    if now >= created + after + within {
+        Err(ApiError::new(ErrorCode::SessionNotFound, "no such session")
+            .with("field", "session_id"))
+    } else if now >= created + after {
+        Err(ApiError::new(
+            ErrorCode::ValidationError,
+            "the legacy agent may be deleting this session",
+        )
+        .with("field", "session_id")
+        .with("reason", "session_expiring"))
+    } else {
+        Ok(())
     }
 }
 

@@ -58,6 +58,10 @@ pub struct Plan {
     pub accepted: Vec<u8>,
     /// The legacy reply for each refusal the agent has its own answer for.
     pub refused: Vec<(Refusal, Vec<u8>)>,
+    /// The write goes into a session_memory session, which the agent forgets an hour
+    /// after its creation and then refuses writes into: the orchestrator is asked to refuse
+    /// it likewise (`legacy_session_expiry`, see [`crate::forgetting`]).
+    pub into_forgetful_session: bool,
 }
 
 impl Plan {
@@ -129,6 +133,7 @@ pub fn plan(profile: Profile, request: &[u8]) -> Option<Plan> {
             .into_iter()
             .map(|(r, v)| (r, pyjson::dumps(&v).into_bytes()))
             .collect(),
+        into_forgetful_session: profile == Profile::SessionMemory && action == "add_interaction",
     })
 }
 
