@@ -19,6 +19,8 @@ pub enum Rule {
     Expired,
     /// contextual_memory keeps only its newest interactions.
     Capped,
+    /// session_memory's cleanup deleted one of its oldest sessions past 100 in memory.
+    Evicted,
 }
 
 impl Rule {
@@ -26,12 +28,35 @@ impl Rule {
         match self {
             Rule::Expired => "expired",
             Rule::Capped => "capped",
+            Rule::Evicted => "evicted",
         }
     }
 }
 
 /// Interactions contextual_memory keeps per session.
 pub const CONTEXTUAL_KEPT: usize = 50;
+
+/// Sessions session_memory keeps in memory; its cleanup deletes the oldest past them, from
+/// memory and from its database.
+pub const SESSIONS_KEPT: i64 = 100;
+
+/// Why session_memory no longer holds a session created at `created`, if its own rules
+/// explain it by `now`: its hour has passed (its cleanup may have run), or `newer` sessions
+/// (created after it, within its hour) were enough to push it out of the 100 it keeps.
+pub fn session_forgotten(
+    created: DateTime<Utc>,
+    newer: i64,
+    lifetime: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Option<Rule> {
+    if session_deleted_between(created, lifetime).0 <= now {
+        Some(Rule::Expired)
+    } else if newer >= SESSIONS_KEPT {
+        Some(Rule::Evicted)
+    } else {
+        None
+    }
+}
 
 /// The "one hour" of session_memory's cleanup.
 pub const SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -110,5 +135,10 @@ mod tests {
             session_deleted(created, SESSION_LIFETIME, at(3660)),
             Some(true)
         );
+        let forgotten = |newer, s| session_forgotten(created, newer, SESSION_LIFETIME, at(s));
+        assert_eq!(forgotten(0, 3599), None);
+        assert_eq!(forgotten(99, 3599), None);
+        assert_eq!(forgotten(100, 3599), Some(Rule::Evicted));
+        assert_eq!(forgotten(0, 3600), Some(Rule::Expired));
     }
 }

@@ -298,3 +298,54 @@ fn session_memory_through_dualwrite_shadow_live_and_reconcile() {
     reads.push(json!({"action": "get_context", "session_id": "unknown"}));
     drill("session_memory", &writes, &reads, "data/session_memory.db");
 }
+
+/// session_memory keeps 100 sessions in memory; its cleanup deletes the oldest past them,
+/// from its database too. The orchestrator keeps them all: reconcile calls the missing one
+/// `legacy_drift`, rule `evicted`, not an inconsistency.
+#[test]
+fn sessions_the_agent_evicted_past_100_reconcile_as_drift() {
+    let db = TestDb::new();
+    let orch = common::pg::Orchestrator::start(&db, "", "");
+    let legacy = StandIn::start_with("session_memory", &["--expiry-interval", "0.2"]);
+    let rig = Rig::start("session_memory", legacy, &orch.endpoint, "");
+    let ctx = zmq::Context::new();
+    let via = rig.socket(&ctx);
+    for s in 0..102 {
+        send(
+            &via,
+            &json!({"action": "create_session", "session_id": format!("s-{s:03}")}),
+        );
+    }
+    assert_eq!(rig.drain(), 0);
+    let store = session_store(&rig.legacy);
+    wait_for("the agent's cleanup", TIMEOUT, || {
+        let n: i64 = store
+            .query_row("SELECT count(*) FROM sessions", [], |r| r.get(0))
+            .unwrap();
+        (n == 100).then_some(())
+    });
+    let config = config_with_database(&rig.toml, &db);
+    let dir = rig.legacy.data_dir.join("data/session_memory.db");
+    let out = memshift_cli(
+        &[
+            "reconcile",
+            "--agent",
+            "session_memory",
+            "--from",
+            dir.to_str().unwrap(),
+            "--json",
+        ],
+        &config,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let differences = report["differences"].as_array().unwrap();
+    let evicted: Vec<&str> = differences
+        .iter()
+        .filter(|d| d["class"] == "legacy_drift" && d["reason"] == "evicted")
+        .map(|d| d["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(evicted, ["s-000", "s-001"], "{report}");
+    assert_eq!(differences.len(), 2, "{report}");
+    assert_eq!(out.status.code(), Some(0), "drift only: {report}");
+}

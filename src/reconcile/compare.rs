@@ -30,6 +30,8 @@ pub struct SessionRow {
     /// When legacy created it: session_memory deletes a session an hour (plus the UTC
     /// offset) after its creation, however active it is.
     pub created_at: DateTime<Utc>,
+    /// Sessions created after it within its hour: past 100, the agent evicts it.
+    pub newer: i64,
 }
 
 /// What one comparison found, and the operations that make the orchestrator match legacy.
@@ -270,8 +272,8 @@ pub fn group(
     found
 }
 
-/// A key only the orchestrator has. A session that legacy expired (idle past the agent's
-/// limit) is legacy's own forgetting; anything else is a real difference.
+/// A key only the orchestrator has. A session that legacy expired or evicted is legacy's own
+/// forgetting ([`forgetting::session_forgotten`]); anything else is a real difference.
 pub fn key_only_in_orchestrator(
     profile: crate::profile::Profile,
     section: Section,
@@ -281,12 +283,12 @@ pub fn key_only_in_orchestrator(
     now: DateTime<Utc>,
 ) -> Found {
     let mut found = Found::default();
-    // Legacy dropped it by itself if its cleanup may have run since the session was due.
-    let expired = session.is_some_and(|s| {
-        !s.is_archived
-            && forgetting::session_deleted_between(s.created_at, forgetting::SESSION_LIFETIME).0
-                <= now
+    // Legacy dropped it by itself if its cleanup may have run since the session was due,
+    // or enough newer sessions pushed it out.
+    let rule = session.filter(|s| !s.is_archived).and_then(|s| {
+        forgetting::session_forgotten(s.created_at, s.newer, forgetting::SESSION_LIFETIME, now)
     });
+    let expired = rule.is_some();
     if let Some(s) = session.filter(|s| !s.is_archived) {
         found.orchestrator += 1;
         found.differ(Difference {
@@ -301,7 +303,7 @@ pub fn key_only_in_orchestrator(
             legacy_time: None,
             memory_id: None,
             paths: Vec::new(),
-            reason: expired.then_some(Rule::Expired.as_label()),
+            reason: rule.map(Rule::as_label),
             repairable: true,
         });
         if !expired {
@@ -326,7 +328,7 @@ pub fn key_only_in_orchestrator(
         let mut d = orchestrator_only(section, key, r, false);
         if expired {
             d.class = Class::LegacyDrift;
-            d.reason = Some(Rule::Expired.as_label());
+            d.reason = rule.map(Rule::as_label);
         } else if session.is_none_or(|s| s.is_archived) {
             found.repairs.push(delete(r));
         }

@@ -239,10 +239,14 @@ async fn rows(
 
 async fn session(pool: &PgPool, key: &str) -> anyhow::Result<Option<SessionRow>> {
     sqlx::query_as(
-        "SELECT s.user_id, s.metadata, s.is_archived, s.created_at
+        "SELECT s.user_id, s.metadata, s.is_archived, s.created_at,
+             (SELECT count(*) FROM sessions n
+              WHERE n.session_type = s.session_type AND n.created_at > s.created_at
+                AND n.created_at < s.created_at + make_interval(secs => $2)) AS newer
          FROM sessions s WHERE s.session_id = $1",
     )
     .bind(key)
+    .bind(crate::forgetting::SESSION_LIFETIME.as_secs_f64())
     .fetch_optional(pool)
     .await
     .context("reading the orchestrator's sessions")
