@@ -199,25 +199,27 @@ fn the_daily_report_gathers_metrics_mismatch_patterns_and_reconcile_runs() {
     let mut stand = Stand::start();
     let prometheus = Prometheus::start(&[stand.proxy.metrics, stand.orchestrator.metrics], &[]);
     prometheus.wait_scraped(3);
-    // Behind the proxy's back: legacy has a decision the orchestrator never saw. (A decision
-    // shows in the next read at once; an interaction only in a summary, once the session has
-    // had 51.)
+    // Behind the proxy's back: legacy has a decision the orchestrator never saw, in a
+    // session the traffic never writes (a read of a key with writes in flight is a race,
+    // which a loaded machine makes of nearly every read of a busy key). A decision shows in
+    // the next read at once; an interaction only in a summary, once the session has had 51.
     let ctx = zmq::Context::new();
     let contextual_store = stand.legacy[1].data_dir.clone();
     let direct = req_socket(&ctx, &stand.legacy[1].endpoint);
     let secret = "the door code is 4711";
     request(
         &direct,
-        json!({"action": "record_decision", "session_id": "room-0", "decision": secret})
+        json!({"action": "record_decision", "session_id": "quiet-room", "decision": secret})
             .to_string()
             .as_bytes(),
     );
     stand.proxy.signal(Signal::SIGUSR1);
     prometheus.wait_scraped(6);
     stand.proxy.signal(Signal::SIGUSR2);
-    // Reads of room-0 come every sixth turn of the traffic, and a read whose key has a
-    // write in flight is a race, not a mismatch: give a loaded machine time.
-    wait_for("a mismatch recorded", 3 * TIMEOUT, || {
+    let via = req_socket(&ctx, stand.proxy.endpoint("contextual_memory"));
+    let read = json!({"action": "get_context", "session_id": "quiet-room"}).to_string();
+    wait_for("a mismatch recorded", TIMEOUT, || {
+        request(&via, read.as_bytes());
         (stand
             .db
             .scalar("SELECT count(*) FROM shadow_mismatches WHERE agent = 'contextual_memory'")

@@ -223,6 +223,15 @@ impl Rollout {
                 return false;
             }
         };
+        // An edit in place truncates the file before it writes it: an empty file is one
+        // being written, not an order to turn every agent off (which would stop mirroring
+        // for as long as it lasted). The write that follows is a change of its own.
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            if force {
+                warn!(flags = %path.display(), "flags file empty, keeping the flags in force");
+            }
+            return false;
+        }
         let sum = checksum(&bytes);
         let seen = state.checksum == Some(sum) || state.refused == Some(Refused::Content(sum));
         if seen && !force {
