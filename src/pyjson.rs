@@ -14,48 +14,8 @@ use std::fmt::Write;
 /// Encodes `value` as `json.dumps(value)` would.
 pub fn dumps(value: &Value) -> String {
     let mut out = String::with_capacity(64);
-    write_value(&mut out, value);
+    write_value(&mut out, value, Dialect::Json).expect("json.dumps writes every JSON value");
     out
-}
-
-fn write_value(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                write!(out, "{i}").expect("writing to a String cannot fail");
-            } else if let Some(u) = n.as_u64() {
-                write!(out, "{u}").expect("writing to a String cannot fail");
-            } else {
-                out.push_str(&float_repr(n.as_f64().unwrap_or(f64::NAN)));
-            }
-        }
-        Value::String(s) => write_str(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_value(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_str(out, key);
-                out.push_str(": ");
-                write_value(out, item);
-            }
-            out.push('}');
-        }
-    }
 }
 
 /// Python's `repr()` (and `str()`, for a list or a dict) of a JSON value as `json.loads`
@@ -64,32 +24,44 @@ fn write_value(out: &mut String, value: &Value) {
 /// (`str.isprintable`), which memshift does not carry.
 pub fn repr(value: &Value) -> Option<String> {
     let mut out = String::new();
-    write_repr(&mut out, value)?;
+    write_value(&mut out, value, Dialect::Repr)?;
     Some(out)
 }
 
-fn write_repr(out: &mut String, value: &Value) -> Option<()> {
+/// Which Python text a value is written as: `json.dumps`, or `repr`.
+#[derive(Clone, Copy, PartialEq)]
+enum Dialect {
+    Json,
+    Repr,
+}
+
+/// Writes `value` in `dialect`; `None` where `repr` cannot be sure of Python's text (never
+/// for `json.dumps`).
+fn write_value(out: &mut String, value: &Value, dialect: Dialect) -> Option<()> {
+    let repr = dialect == Dialect::Repr;
     match value {
-        Value::Null => out.push_str("None"),
-        Value::Bool(true) => out.push_str("True"),
-        Value::Bool(false) => out.push_str("False"),
+        Value::Null => out.push_str(if repr { "None" } else { "null" }),
+        Value::Bool(true) => out.push_str(if repr { "True" } else { "true" }),
+        Value::Bool(false) => out.push_str(if repr { "False" } else { "false" }),
         Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
             (Some(i), _, _) => write!(out, "{i}").expect("writing to a String cannot fail"),
             (None, Some(u), _) => write!(out, "{u}").expect("writing to a String cannot fail"),
             // An integral float this large may have been an integer literal beyond u64, which
-            // Python keeps exact and serde_json does not: unknown. (serde_json holds finite
-            // numbers only, so json's `Infinity` never meets Python's `inf`.)
-            (None, None, Some(f)) if f.fract() == 0.0 && f.abs() >= 9.2e18 => return None,
-            (None, None, f) => out.push_str(&float_repr(f?)),
+            // Python keeps exact and serde_json does not: unknown to `repr`. (serde_json holds
+            // finite numbers only, so json's `Infinity` never meets Python's `inf`.)
+            (None, None, Some(f)) if repr && f.fract() == 0.0 && f.abs() >= 9.2e18 => {
+                return None;
+            }
+            (None, None, f) => out.push_str(&float_repr(f.unwrap_or(f64::NAN))),
         },
-        Value::String(s) => write_str_repr(out, s)?,
+        Value::String(s) => write_string(out, s, dialect)?,
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_repr(out, item)?;
+                write_value(out, item, dialect)?;
             }
             out.push(']');
         }
@@ -99,14 +71,25 @@ fn write_repr(out: &mut String, value: &Value) -> Option<()> {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_str_repr(out, key)?;
+                write_string(out, key, dialect)?;
                 out.push_str(": ");
-                write_repr(out, item)?;
+                write_value(out, item, dialect)?;
             }
             out.push('}');
         }
     }
     Some(())
+}
+
+/// A string (a value or a key) in `dialect`.
+fn write_string(out: &mut String, s: &str, dialect: Dialect) -> Option<()> {
+    match dialect {
+        Dialect::Json => {
+            write_str(out, s);
+            Some(())
+        }
+        Dialect::Repr => write_str_repr(out, s),
+    }
 }
 
 /// CPython's `unicode_repr` for ASCII text: single quotes unless the text has a single

@@ -134,21 +134,7 @@ fn drill(agent: &'static str, writes: &[Value], reads: &[Value], store: &str) {
     assert_eq!(served, n, "every read answered by the orchestrator");
 
     // 3. Reconcile: the store against the orchestrator.
-    let dir = rig.legacy.data_dir.join(store);
-    let config = config_with_database(&rig.toml, &db);
-    let out = memshift_cli(
-        &[
-            "reconcile",
-            "--agent",
-            agent,
-            "--from",
-            dir.to_str().unwrap(),
-            "--json",
-        ],
-        &config,
-    );
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let (code, report) = reconcile(&rig, &db, store);
     let inconsistencies: Vec<&Value> = report["differences"]
         .as_array()
         .unwrap()
@@ -156,7 +142,26 @@ fn drill(agent: &'static str, writes: &[Value], reads: &[Value], store: &str) {
         .filter(|d| d["class"] != "legacy_drift")
         .collect();
     assert!(inconsistencies.is_empty(), "{inconsistencies:#?}");
-    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(code, Some(0), "{report}");
+}
+
+/// `memshift reconcile --json` of the rig's agent against its stand-in's `store` (a path
+/// under the stand-in's data directory): the exit code and the report.
+fn reconcile(rig: &Rig, db: &TestDb, store: &str) -> (Option<i32>, Value) {
+    let dir = rig.legacy.data_dir.join(store);
+    let config = config_with_database(&rig.toml, db);
+    let args = [
+        "reconcile",
+        "--agent",
+        rig.agent,
+        "--from",
+        dir.to_str().unwrap(),
+        "--json",
+    ];
+    let out = memshift_cli(&args, &config);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), report)
 }
 
 /// A code snippet that ends in a newline, with other line ends inside.
@@ -324,21 +329,7 @@ fn sessions_the_agent_evicted_past_100_reconcile_as_drift() {
             .unwrap();
         (n == 100).then_some(())
     });
-    let config = config_with_database(&rig.toml, &db);
-    let dir = rig.legacy.data_dir.join("data/session_memory.db");
-    let out = memshift_cli(
-        &[
-            "reconcile",
-            "--agent",
-            "session_memory",
-            "--from",
-            dir.to_str().unwrap(),
-            "--json",
-        ],
-        &config,
-    );
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let (code, report) = reconcile(&rig, &db, "data/session_memory.db");
     let differences = report["differences"].as_array().unwrap();
     let evicted: Vec<&str> = differences
         .iter()
@@ -347,5 +338,5 @@ fn sessions_the_agent_evicted_past_100_reconcile_as_drift() {
         .collect();
     assert_eq!(evicted, ["s-000", "s-001"], "{report}");
     assert_eq!(differences.len(), 2, "{report}");
-    assert_eq!(out.status.code(), Some(0), "drift only: {report}");
+    assert_eq!(code, Some(0), "drift only: {report}");
 }

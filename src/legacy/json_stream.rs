@@ -120,7 +120,7 @@ impl JsonFile {
         let mut pause = std::time::Duration::from_millis(5);
         let copy = loop {
             let (mut copy, copied) = snapshot(path).map_err(io)?;
-            let again = digest(std::fs::File::open(path).map_err(io)?).map_err(io)?;
+            let again = read_through(std::fs::File::open(path).map_err(io)?, None).map_err(io)?;
             if (copied == again && complete(&mut copy).map_err(io)?)
                 || std::time::Instant::now() >= deadline
             {
@@ -170,11 +170,6 @@ fn snapshot(path: &std::path::Path) -> std::io::Result<(std::fs::File, Digest)> 
     let digest = read_through(std::fs::File::open(path)?, Some(&mut copy))?;
     copy.seek(std::io::SeekFrom::Start(0))?;
     Ok((copy, digest))
-}
-
-/// The digest of what `file` holds now.
-fn digest(file: std::fs::File) -> std::io::Result<Digest> {
-    read_through(file, None)
 }
 
 /// Reads `file` to its end, writing what it reads to `copy` if given.

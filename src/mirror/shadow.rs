@@ -259,7 +259,7 @@ impl ShadowReader {
                 filter.insert("offset".into(), json!(f.offset));
             }
         }
-        if query.with_session && f.offset == 0 {
+        if query.with_session && f.offset == 0 && self.forgets(&f.sample) {
             filter.insert("with_session".into(), json!(true));
         }
         self.next_request += 1;
@@ -327,14 +327,19 @@ impl ShadowReader {
         self.ask(f);
     }
 
+    /// Whether `sample`'s answer forgets what the agent forgets: a served read, unless
+    /// `live.serve_forgotten` (a comparison always renders the whole history).
+    fn forgets(&self, sample: &Sample) -> bool {
+        matches!(sample.purpose, Purpose::Serve { .. }) && !self.live.serve_forgotten
+    }
+
     fn finish(&mut self, f: Fetching) {
         self.metrics
             .shadow_latency(f.sample.action, f.started.elapsed().as_secs_f64());
         // A served read is the agent's answer now, forgetting included (unless
         // `live.serve_forgotten`); a comparison renders the orchestrator's whole history,
         // and a session legacy forgot is `legacy_drift`.
-        let serving = matches!(f.sample.purpose, Purpose::Serve { .. });
-        let rendered = if serving && !self.live.serve_forgotten {
+        let rendered = if self.forgets(&f.sample) {
             answer::answer_forgetting(
                 self.profile,
                 &f.sample.request,
