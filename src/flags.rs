@@ -8,6 +8,7 @@
 //! Percentages bucket by the profile's key (session or user) with a stable hash, so a key
 //! always goes the same way, and raising a percentage only ever adds keys.
 
+use crate::profile::Class;
 use arc_swap::ArcSwap;
 use std::fmt;
 use std::sync::Arc;
@@ -193,6 +194,48 @@ impl AgentFlags {
             Percent::ALL
         } else {
             self.mirror_percent
+        }
+    }
+
+    /// What the mirror is to do with a request of `class` once legacy has answered it;
+    /// `None` when nothing. A read is compared in the stages that compare reads, and
+    /// mirrored for the change it makes to the agent's own state when `reads_change_state`
+    /// (in every stage that mirrors writes).
+    pub fn shares(&self, class: Class, reads_change_state: bool) -> Option<Shares> {
+        let mirrors = self.stage.mirrors_writes();
+        match class {
+            Class::Write if mirrors => Some(Shares::write(self.mirrored_share())),
+            Class::Read if self.stage.shadows_reads() || (mirrors && reads_change_state) => {
+                Some(Shares {
+                    mirrored: if mirrors && reads_change_state {
+                        self.mirrored_share()
+                    } else {
+                        Percent::NONE
+                    },
+                    compared: self.stage.shadows_reads().then_some(self.shadow_percent),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The shares of keys one exchange counts for, from the flags when its request arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shares {
+    /// The keys whose changes are mirrored: a write's, or a read's change to the agent's
+    /// own state.
+    pub mirrored: Percent,
+    /// The keys whose reads are compared, when the stage compares reads.
+    pub compared: Option<Percent>,
+}
+
+impl Shares {
+    /// A write mirrored for `mirrored` of keys.
+    pub fn write(mirrored: Percent) -> Shares {
+        Shares {
+            mirrored,
+            compared: None,
         }
     }
 }

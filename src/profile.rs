@@ -67,7 +67,8 @@ const CONTEXTUAL_ACTIONS: &[Action] = &[
     action("add_interaction", Class::Write),
     action("record_decision", Class::Write),
     // get_context truncates the stored summary as a side effect; the data it returns is
-    // what a read returns, so it is classified as a read (the shadow side knows the quirk).
+    // what a read returns, so it is classified as a read, and the mirror keeps the cut
+    // (`translate::read_effect`).
     action("get_context", Class::Read),
     action("health_check", Class::Other),
 ];
@@ -84,6 +85,13 @@ impl Profile {
         Profile::ContextualMemory,
         Profile::JarvisMemory,
     ];
+
+    /// Whether some reads change what later reads answer (contextual's `get_context` cuts
+    /// the summary it holds): such reads are mirrored for that change, whatever the stage
+    /// compares.
+    pub fn reads_change_state(self) -> bool {
+        self == Profile::ContextualMemory
+    }
 
     /// The name used in configuration files.
     pub fn name(self) -> &'static str {

@@ -68,11 +68,14 @@ fn drill(agent: &'static str, writes: &[Value], reads: &[Value], store: &str) {
     let db = TestDb::new();
     let orch = common::pg::Orchestrator::start(&db, "", "");
     // The gates want a thousand comparisons; the drill asserts its own (none differ).
+    // The live budget is generous: the drill asks whether the orchestrator's answers are
+    // the agent's, not how fast a loaded machine gives them (a read past the budget would
+    // go to legacy and prove nothing).
     let rig = Rig::start(
         agent,
         StandIn::start(agent),
         &orch.endpoint,
-        "[rollout]\ngates = \"warn\"\n",
+        "[rollout]\ngates = \"warn\"\n[live]\ntimeout = \"10s\"\n",
     );
     let ctx = zmq::Context::new();
     let via = rig.socket(&ctx);
@@ -131,7 +134,17 @@ fn drill(agent: &'static str, writes: &[Value], reads: &[Value], store: &str) {
         "memshift_served_total",
         &[("agent", agent), ("backend", "orchestrator")],
     );
-    assert_eq!(served, n, "every read answered by the orchestrator");
+    assert_eq!(
+        served,
+        n,
+        "every read answered by the orchestrator: {}",
+        rig.proxy
+            .metrics_text()
+            .lines()
+            .filter(|l| l.starts_with("memshift_live_fallbacks_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // 3. Reconcile: the store against the orchestrator.
     let (code, report) = reconcile(&rig, &db, store);
@@ -339,4 +352,108 @@ fn sessions_the_agent_evicted_past_100_reconcile_as_drift() {
     assert_eq!(evicted, ["s-000", "s-001"], "{report}");
     assert_eq!(differences.len(), 2, "{report}");
     assert_eq!(code, Some(0), "drift only: {report}");
+}
+
+/// contextual_memory's `get_context` cuts the summary the agent holds, and the cut stays
+/// until the next rebuild: a later read with a larger `max_tokens` sees the cut text. The
+/// mirror keeps the cut with the session, so a live answer is the agent's; the next add
+/// rebuilds the whole text, on both sides.
+#[test]
+fn a_cut_made_by_a_read_stays_until_the_next_add_in_live_answers_too() {
+    let mut db = TestDb::new();
+    let orch = common::pg::Orchestrator::start(&db, "", "");
+    let rig = Rig::start(
+        "contextual_memory",
+        StandIn::start("contextual_memory"),
+        &orch.endpoint,
+        "[rollout]\ngates = \"warn\"\n[live]\ntimeout = \"10s\"\n",
+    );
+    let ctx = zmq::Context::new();
+    let via = rig.socket(&ctx);
+    let direct = req_socket(&ctx, &rig.legacy.endpoint);
+    let add = |i: usize| {
+        json!({"action": "add_interaction", "session_id": "cut", "type": "user_query",
+            "content": format!("question {i} {}", "q".repeat(120))})
+    };
+    for i in 0..53 {
+        send(&via, &add(i));
+    }
+    let read = |max_tokens: Value| json!({"action": "get_context", "session_id": "cut", "max_tokens": max_tokens});
+    let summary_of = |reply: &[u8]| -> String {
+        let v: Value = serde_json::from_slice(reply).unwrap();
+        v["conversation_summary"].as_str().unwrap().to_owned()
+    };
+    let whole = summary_of(&send(&direct, &read(json!(2000))));
+    assert!(whole.chars().count() > 300, "{whole}");
+
+    // dualwrite: legacy answers; its cut to 20 characters stays for the larger read.
+    let cut = summary_of(&send(&via, &read(json!(10))));
+    assert_eq!(cut, format!("{}...", &whole[..20]));
+    assert_eq!(summary_of(&send(&via, &read(json!(2000)))), cut);
+    // The same cut again changes nothing: it is not kept twice.
+    assert_eq!(summary_of(&send(&via, &read(json!(10)))), cut);
+    let queued = |rig: &Rig| {
+        metric_of(
+            rig,
+            "memshift_mirror_writes_total",
+            &[("action", "get_context"), ("outcome", "queued")],
+        )
+    };
+    wait_for("the cut queued", TIMEOUT, || {
+        (queued(&rig) == 1.0).then_some(())
+    });
+    assert_eq!(rig.drain(), 0);
+
+    // shadow: the orchestrator's answers are the agent's, cut included.
+    move_to(&rig, SHADOW, "shadow");
+    for max_tokens in [json!(10), json!(2000)] {
+        assert_eq!(summary_of(&send(&via, &read(max_tokens))), cut);
+    }
+    let outcome = |o: &str| {
+        metric_of(
+            &rig,
+            "memshift_comparisons_total",
+            &[("agent", "contextual_memory"), ("outcome", o)],
+        )
+    };
+    wait_for("both reads compared", TIMEOUT, || {
+        (outcome("match") + outcome("mismatch") + outcome("race") >= 2.0).then_some(())
+    });
+    assert_eq!((outcome("match"), outcome("mismatch")), (2.0, 0.0));
+
+    // live: the orchestrator answers with the agent's cut text, as the agent does.
+    move_to(&rig, LIVE, "live");
+    let served = |rig: &Rig| {
+        metric_of(
+            rig,
+            "memshift_served_total",
+            &[("agent", "contextual_memory"), ("backend", "orchestrator")],
+        )
+    };
+    for max_tokens in [json!(2000), json!(null), json!(1e3)] {
+        let answered = send(&via, &read(max_tokens.clone()));
+        let legacy = send(&direct, &read(max_tokens));
+        assert_eq!(
+            masked(Profile::ContextualMemory, &answered),
+            masked(Profile::ContextualMemory, &legacy)
+        );
+        assert_eq!(summary_of(&answered), cut);
+    }
+    assert_eq!(served(&rig), 3.0);
+
+    // The next add rebuilds the summary, and the whole text is back.
+    send(&via, &add(53));
+    assert_eq!(rig.drain(), 0);
+    let answered = send(&via, &read(json!(2000)));
+    let legacy = send(&direct, &read(json!(2000)));
+    assert_eq!(
+        masked(Profile::ContextualMemory, &answered),
+        masked(Profile::ContextualMemory, &legacy)
+    );
+    assert!(summary_of(&answered).chars().count() > 300);
+    assert_eq!(served(&rig), 4.0, "answered by the orchestrator");
+    // One cut kept: the repeat and the shadow reads' same cut were not; reads the
+    // orchestrator answered cut nothing the agent holds.
+    let kept = db.scalar("SELECT count(*) FROM memory_entries WHERE memory_type = 'agent_state'");
+    assert_eq!(kept, 1);
 }

@@ -17,15 +17,20 @@
 //! summary, it is the answer (with the key decisions recorded since); the next add rebuilds
 //! it from the newest 51, all of which the orchestrator then has.
 //!
-//! Not emulated: the agent keeps that cut in its store until the next rebuild, so a later
-//! read with a larger `max_tokens` still sees the cut text. Comparisons tolerate it (a
-//! legacy text that is a cut of the rebuilt one matches); a live read returns the whole
-//! text.
+//! The agent keeps that cut in its summary until the next rebuild, so a later read with a
+//! larger `max_tokens` still sees the cut text. The mirror keeps each cut the agent made
+//! (seen in its reply) with the session, as an `agent_state` memory ([`CutState`]); an
+//! answer applies the cuts recorded since the summary was built, in order, then the
+//! request's own. Reads the orchestrator answers in live record none: the agent never saw
+//! them, and the answers follow the agent's summary. A restart of the agent before its next
+//! write brings the whole text back (it saves the cut with a write); comparisons tolerate
+//! that (a legacy text that is a cut of the rebuilt one matches).
 
 use super::{Prepared, Stored, Unsupported, epoch, query, value_of};
 use crate::profile::Profile;
 use crate::pyjson;
 use crate::translate::request_key;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 /// Interactions a summary is built from.
@@ -37,6 +42,68 @@ const FETCHED: usize = 2 * WINDOW;
 
 const NO_SUMMARY: &str = "'NoneType' object has no attribute 'get'";
 
+/// The summary's texts `get_context` cuts.
+const TEXTS: [&str; 2] = ["code_context", "conversation_summary"];
+
+/// Cuts fetched: more recorded since the summary was built, and the read is declined.
+const CUTS_FETCHED: usize = 100;
+
+/// A cut the agent made to a session's stored summary, as the mirror keeps it: an
+/// `agent_state` memory `{"state": "context_cut", "max_tokens": n}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CutState {
+    pub max_tokens: i64,
+}
+
+impl CutState {
+    pub const MEMORY_TYPE: &str = "agent_state";
+    const STATE: &str = "context_cut";
+
+    /// The cut a `get_context` made to the summary the agent holds, judged from the request
+    /// and the agent's reply (the summary after the cut): `None` when it cut nothing.
+    pub fn made_by(req: &Map<String, Value>, reply: &Value) -> Option<CutState> {
+        let Value::Object(summary) = reply else {
+            return None;
+        };
+        let MaxTokens::Cut(max_tokens) = max_tokens(req) else {
+            return None;
+        };
+        // The agent's error replies carry a `status`; its summaries never do.
+        if summary.contains_key("status") {
+            return None;
+        }
+        let limit = cut_limit(max_tokens);
+        // A text longer than the limit after the cut was cut (it is the limit plus "...");
+        // one no longer was not.
+        let cut = TEXTS.iter().any(|field| {
+            summary
+                .get(*field)
+                .and_then(Value::as_str)
+                .is_some_and(|text| limit < 0 || text.chars().count() as i64 > limit)
+        });
+        cut.then_some(CutState { max_tokens })
+    }
+
+    /// Whether the same cut made again right after changes nothing (a negative limit cuts
+    /// from the end, again each time).
+    pub fn idempotent(self) -> bool {
+        cut_limit(self.max_tokens) >= 0
+    }
+
+    pub fn content(self) -> Value {
+        json!({"state": Self::STATE, "max_tokens": self.max_tokens})
+    }
+
+    fn from_content(content: &Value) -> Option<CutState> {
+        if content.get("state")?.as_str()? != Self::STATE {
+            return None;
+        }
+        Some(CutState {
+            max_tokens: content.get("max_tokens")?.as_i64()?,
+        })
+    }
+}
+
 pub fn prepare(req: &Map<String, Value>) -> Prepared {
     let session_id = match request_key(Profile::ContextualMemory, req) {
         Some(key) => key,
@@ -46,11 +113,14 @@ pub fn prepare(req: &Map<String, Value>) -> Prepared {
     interactions.newest = Some(FETCHED);
     let mut imported = query("summary", ("session_id", &session_id));
     imported.newest = Some(1);
+    let mut cuts = query(CutState::MEMORY_TYPE, ("session_id", &session_id));
+    cuts.newest = Some(CUTS_FETCHED);
     Prepared::Fetch {
         queries: vec![
             interactions,
             query("decision", ("session_id", &session_id)),
             imported,
+            cuts,
         ],
         key: session_id,
     }
@@ -91,6 +161,7 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
     let interactions = data.first().map_or(&[][..], Vec::as_slice);
     let decisions = data.get(1).map_or(&[][..], Vec::as_slice);
     let imported = data.get(2).and_then(|s| s.last());
+    let cuts = data.get(3).map_or(&[][..], Vec::as_slice);
     let key_decisions: Vec<Value> = decisions
         .iter()
         .map(|d| {
@@ -102,7 +173,8 @@ pub fn answer(req: &Map<String, Value>, data: &[Vec<Stored>]) -> Result<Value, U
         .collect();
     let complete = interactions.len() < FETCHED;
     let summary = match stored_summary(interactions, imported, complete)? {
-        Some(mut summary) => {
+        Some(held) => {
+            let mut summary = cut_since(held, cuts)?;
             summary.insert("key_decisions".into(), json!(key_decisions));
             summary
         }
@@ -119,8 +191,36 @@ fn no_summary() -> Value {
     json!({"status": "error", "message": NO_SUMMARY})
 }
 
-/// The summary the agent holds (without its key decisions): the newest rebuild that worked,
-/// or the imported one when no interaction is newer; `None` when there is neither.
+/// A summary as the agent holds it, and when it was built (by the add that rebuilt it, or
+/// the backfill that imported it).
+pub struct Held {
+    pub summary: Map<String, Value>,
+    pub built_at: DateTime<Utc>,
+}
+
+/// The held summary with the cuts recorded since it was built, oldest first.
+///
+/// # Errors
+/// As many cuts were fetched as are fetched, all since: older ones may be missing.
+fn cut_since(held: Held, cuts: &[Stored]) -> Result<Map<String, Value>, Unsupported> {
+    let since: Vec<CutState> = cuts
+        .iter()
+        .filter(|c| c.created_at > held.built_at)
+        .filter_map(|c| CutState::from_content(&c.content))
+        .collect();
+    if cuts.len() >= CUTS_FETCHED && since.len() == cuts.len() {
+        return Err(Unsupported::TooLarge);
+    }
+    let mut summary = held.summary;
+    for c in since {
+        cut_texts(&mut summary, cut_limit(c.max_tokens));
+    }
+    Ok(summary)
+}
+
+/// The summary the agent built (without its key decisions, before any cut): the newest
+/// rebuild that worked, or the imported one when no interaction is newer; `None` when there
+/// is neither.
 /// `interactions` are oldest first; `complete` says whether they are all of the session's
 /// (else the newest of them).
 ///
@@ -130,7 +230,7 @@ pub fn stored_summary(
     interactions: &[Stored],
     imported: Option<&Stored>,
     complete: bool,
-) -> Result<Option<Map<String, Value>>, Unsupported> {
+) -> Result<Option<Held>, Unsupported> {
     // Every add from the 51st on rebuilt from the newest 51 at its time: try them newest
     // first. Each fetched interaction is newer than the imported summary, or not.
     for end in (0..=interactions.len()).rev() {
@@ -141,7 +241,10 @@ pub fn stored_summary(
             let Value::Object(stored) = &imported.content else {
                 return Err(Unsupported::OddContent);
             };
-            return Ok(Some(stored.clone()));
+            return Ok(Some(Held {
+                summary: stored.clone(),
+                built_at: imported.created_at,
+            }));
         }
         if end < WINDOW {
             return if complete {
@@ -153,7 +256,10 @@ pub fn stored_summary(
         // Newest first, as the agent keeps them.
         let window: Vec<&Stored> = interactions[end - WINDOW..end].iter().rev().collect();
         if let Some(summary) = rebuild(&window)? {
-            return Ok(Some(summary));
+            return Ok(Some(Held {
+                summary,
+                built_at: window[0].created_at,
+            }));
         }
     }
     Ok(None)
@@ -246,15 +352,24 @@ fn errors(contents: &[&Value]) -> Value {
 
 /// `get_context`'s cut of the two texts to `(max_tokens // 2) * 4` characters plus `"..."`.
 fn cut(mut summary: Map<String, Value>, max_tokens: MaxTokens) -> Value {
-    const TEXTS: [&str; 2] = ["code_context", "conversation_summary"];
     let limit = match max_tokens {
-        MaxTokens::Cut(n) => n.div_euclid(2).saturating_mul(4),
+        MaxTokens::Cut(n) => cut_limit(n),
         MaxTokens::NoCut => return Value::Object(summary),
         MaxTokens::Odd if TEXTS.iter().any(|t| summary.contains_key(*t)) => {
             return no_summary();
         }
         MaxTokens::Odd | MaxTokens::Unknown => return Value::Object(summary),
     };
+    cut_texts(&mut summary, limit);
+    Value::Object(summary)
+}
+
+/// `(max_tokens // 2) * 4`, Python's floor division.
+fn cut_limit(max_tokens: i64) -> i64 {
+    max_tokens.div_euclid(2).saturating_mul(4)
+}
+
+fn cut_texts(summary: &mut Map<String, Value>, limit: i64) {
     for field in TEXTS {
         if let Some(Value::String(text)) = summary.get_mut(field)
             && text.chars().count() as i64 > limit
@@ -262,7 +377,6 @@ fn cut(mut summary: Map<String, Value>, max_tokens: MaxTokens) -> Value {
             *text = format!("{}...", py_prefix(text, limit));
         }
     }
-    Value::Object(summary)
 }
 
 /// The agent's `code_summary` of code contents, newest first.

@@ -19,7 +19,7 @@ mod contextual;
 mod jarvis;
 mod session;
 
-pub use contextual::stored_summary as contextual_summary;
+pub use contextual::{CutState, Held, stored_summary as contextual_summary};
 
 use crate::profile::Profile;
 use chrono::{DateTime, Utc};

@@ -545,3 +545,109 @@ fn a_live_answer_forgets_a_session_as_the_agent_does() {
         "hi"
     );
 }
+
+/// The cuts recorded since the summary was built, in order, then the request's own: the
+/// agent's summary after the same reads. Cuts from before the build are gone with it.
+#[test]
+fn contextual_cuts_since_the_build_are_applied_in_order() {
+    let mut window: Vec<Stored> = (0..50)
+        .map(|i| interaction("system_response", "ok", i))
+        .collect();
+    window.push(interaction("user_query", &"q".repeat(120), 50));
+    let whole = answer(
+        Profile::ContextualMemory,
+        &json!({"action": "get_context", "session_id": "c"}),
+        &[window.clone()],
+    )
+    .unwrap()["conversation_summary"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cut = |n: i64, s| stored("agent_state", CutState { max_tokens: n }.content(), s);
+    let read = |max_tokens: Value, cuts: Vec<Stored>| {
+        let req = json!({"action": "get_context", "session_id": "c", "max_tokens": max_tokens});
+        answer(
+            Profile::ContextualMemory,
+            &req,
+            &[window.clone(), vec![], vec![], cuts],
+        )
+        .map(|r| r["conversation_summary"].as_str().unwrap().to_owned())
+    };
+    let prefix = |n: usize| whole.chars().take(n).collect::<String>();
+    // Before the build (at 50): forgotten. After it: kept, in order (20 chars, then 8).
+    assert_eq!(read(json!(2000), vec![cut(5, 49)]), Ok(whole.clone()));
+    assert_eq!(
+        read(json!(2000), vec![cut(10, 51)]),
+        Ok(format!("{}...", prefix(20)))
+    );
+    assert_eq!(
+        read(json!(2000), vec![cut(10, 51), cut(4, 52)]),
+        Ok(format!("{}...", prefix(8)))
+    );
+    // Order matters: a negative limit cuts from the end of what is left.
+    assert_eq!(
+        read(json!(2000), vec![cut(10, 51), cut(-3, 52)]),
+        Ok(format!("{}...", prefix(15)))
+    );
+    assert_eq!(
+        read(json!(2000), vec![cut(-3, 51), cut(10, 52)]),
+        Ok(format!("{}...", prefix(20)))
+    );
+    assert_eq!(
+        read(json!(11), vec![cut(10, 51)]),
+        Ok(format!("{}...", prefix(20))),
+        "the request's own cut comes last: 23 characters are longer than 22"
+    );
+    assert_eq!(
+        read(json!(11), vec![cut(10, 51)]).map(|t| t.chars().count()),
+        Ok(23)
+    );
+    // A negative limit cuts from the end, again each time.
+    assert_eq!(
+        read(json!(2000), vec![cut(-3, 51), cut(-3, 52)]).map(|t| t.chars().count()),
+        Ok(whole.chars().count() - 8 + 3 - 8 + 3)
+    );
+    // As many cuts as are fetched, all since the build: older ones may be missing.
+    let many: Vec<Stored> = (0..100).map(|i| cut(10, 51 + i)).collect();
+    assert_eq!(read(json!(2000), many), Err(Unsupported::TooLarge));
+}
+
+/// A read cut the agent's summary exactly when a text in its reply is longer than the
+/// limit (the cut leaves the limit plus "..."); errors and floats cut nothing.
+#[test]
+fn the_cut_a_read_made_is_read_off_its_reply() {
+    let req = |m: Value| {
+        json!({"action": "get_context", "session_id": "c", "max_tokens": m})
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    let reply = |text: &str| json!({"last_updated": 1.0, "conversation_summary": text, "errors_encountered": [], "key_decisions": []});
+    let made = |m: Value, r: Value| CutState::made_by(&req(m), &r);
+    assert_eq!(
+        made(json!(10), reply(&format!("{}...", "a".repeat(20)))),
+        Some(CutState { max_tokens: 10 })
+    );
+    assert_eq!(made(json!(10), reply(&"a".repeat(20))), None);
+    assert_eq!(
+        made(json!(null), reply(&"a".repeat(4003))),
+        Some(CutState { max_tokens: 2000 })
+    );
+    assert_eq!(
+        made(json!(true), reply("...")),
+        Some(CutState { max_tokens: 1 })
+    );
+    assert_eq!(made(json!(10.0), reply(&"a".repeat(50))), None);
+    assert_eq!(made(json!("10"), reply(&"a".repeat(50))), None);
+    assert_eq!(
+        made(json!(-1), reply("x")),
+        Some(CutState { max_tokens: -1 })
+    );
+    assert!(!CutState { max_tokens: -1 }.idempotent());
+    assert!(CutState { max_tokens: 0 }.idempotent());
+    let error = json!({"status": "error", "message": "'NoneType' object has no attribute 'get'"});
+    assert_eq!(made(json!(0), error), None);
+    let decisions_only =
+        json!({"key_decisions": [{"timestamp": 1.0, "decision": "a long decision"}]});
+    assert_eq!(made(json!(0), decisions_only), None);
+}

@@ -255,7 +255,7 @@ impl MirrorFamilies {
             writes: counter_vec(
                 registry,
                 "memshift_mirror_writes_total",
-                "Writes answered by the legacy agent in a mirroring stage, by what the mirror did with them.",
+                "Writes answered by the legacy agent in a mirroring stage (and reads that changed its state: contextual's get_context cut), by what the mirror did with them.",
                 &["agent", "action", "outcome"],
             ),
             dropped: counter_vec(
@@ -378,8 +378,12 @@ impl MirrorFamilies {
         backend_latency: &HistogramVec,
     ) -> MirrorMetrics {
         let name = agent.name.as_str();
+        // Reads that change the agent's own state are mirrored for that change.
+        let mirrored = |class: Class| {
+            class == Class::Write || (class == Class::Read && agent.profile.reads_change_state())
+        };
         let writes = action_labels(agent.profile)
-            .filter(|(_, class)| *class == Class::Write)
+            .filter(|(_, class)| mirrored(*class))
             .map(|(action, _)| {
                 let outcomes = WriteOutcome::ALL
                     .map(|o| self.writes.with_label_values(&[name, action, o.as_label()]));
@@ -538,7 +542,8 @@ impl MirrorMetrics {
         }
     }
 
-    /// Counts a write by its legacy action (only write actions have series).
+    /// Counts a write by its legacy action (only write actions, and reads that change the
+    /// agent's state, have series).
     pub fn write(&self, action: &str, outcome: WriteOutcome) {
         if let Some(a) = self.actions.get(action) {
             let i = WriteOutcome::ALL.iter().position(|o| *o == outcome);

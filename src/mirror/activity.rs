@@ -94,9 +94,26 @@ impl KeyActivity {
         }
     }
 
+    /// Operations ever appended in `key`'s bucket: unchanged, then no write of the key was
+    /// appended since.
+    pub fn appended_in(&self, key: &str) -> u64 {
+        self.appended[Self::bucket(key)].load(Ordering::SeqCst)
+    }
+
     /// Whether a read whose key was at `then` raced its writes.
     pub fn raced(&self, then: Snapshot) -> bool {
         then.pending > 0 || self.appended[then.bucket].load(Ordering::SeqCst) != then.appended
+    }
+}
+
+impl Snapshot {
+    /// The snapshot without `own` pending operations: the read's own change to the
+    /// agent's state, appended just before (not a write the read raced).
+    pub fn excluding(self, own: i64) -> Snapshot {
+        Snapshot {
+            pending: self.pending - own,
+            ..self
+        }
     }
 }
 

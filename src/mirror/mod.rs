@@ -41,7 +41,7 @@ pub use reverse::Replay;
 pub use shadow::{Fallback, Served};
 
 use crate::config::{AgentConfig, Durability, LiveSettings, MirrorSettings, ShadowSettings};
-use crate::flags::Percent;
+use crate::flags::Shares;
 use crate::metrics::{DropReason, MirrorMetrics, SkipReason, WriteOutcome};
 use crate::outbox::{DeliveryLock, Outbox};
 use crate::profile::Class;
@@ -56,7 +56,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// One request and the legacy reply to it, handed from the forwarder to the writer: a
-/// write to mirror, or a read to compare.
+/// write to mirror, or a read to compare (and, for a profile whose reads change its state,
+/// to mirror for that change).
 pub struct Exchange {
     pub class: Class,
     /// The legacy action (from the profile's table).
@@ -66,8 +67,8 @@ pub struct Exchange {
     /// When the forwarder saw the reply (or, for a write the orchestrator was asked to
     /// take first, when it was asked: the time it was given then).
     pub at: DateTime<Utc>,
-    /// `mirror_percent` (a write) or `shadow_percent` (a read) when the request arrived.
-    pub percent: Percent,
+    /// `mirror_percent` and `shadow_percent` as they apply to it when the request arrived.
+    pub shares: Shares,
     /// A write whose key was announced to the key activity ([`MirrorSender::announce`]).
     pub announced: bool,
     /// Ids for the memories the write creates, chosen when the orchestrator was asked to
@@ -360,6 +361,8 @@ pub fn start(
         wake: signal.clone(),
         activity: activity.clone(),
         shadow: shadow_tx.clone(),
+        reverse: reverse.clone(),
+        effects: Default::default(),
     };
     let writer = std::thread::Builder::new()
         .name(format!("outbox-{}", agent.name))

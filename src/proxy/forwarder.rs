@@ -17,7 +17,7 @@ use super::watch::{self, MonitorEndpoints};
 use crate::answer::{self, Prepared};
 use crate::classify::{self, Classified};
 use crate::config::{AgentConfig, ProxySettings};
-use crate::flags::{Percent, SharedFlags};
+use crate::flags::{Percent, SharedFlags, Shares};
 use crate::guard;
 use crate::metrics::{AgentMetrics, Outcome, PrimaryOutcome};
 use crate::mirror::{Exchange, Fallback, MirrorSender, Served, Write, Written};
@@ -326,13 +326,27 @@ impl Forwarder {
         let copy = match p.write {
             None => {
                 mirror.metrics().fallback(reason.as_label());
-                None
+                // Legacy answers it after all: what it changes in the agent's state is
+                // mirrored (it was not compared before, and is not now).
+                let flags = self.flags.load();
+                flags
+                    .shares(Class::Read, self.profile.reads_change_state())
+                    .filter(|s| s.mirrored != Percent::NONE)
+                    .map(|s| MirrorCopy {
+                        request: p.body[0].to_vec(),
+                        shares: Shares {
+                            compared: None,
+                            ..s
+                        },
+                        announced: None,
+                        pinned: None,
+                    })
             }
             Some(w) => {
                 mirror.announce_key(&w.key);
                 Some(MirrorCopy {
                     request: p.body[0].to_vec(),
-                    percent: Percent::ALL,
+                    shares: Shares::write(Percent::ALL),
                     announced: Some(w.key),
                     pinned: Some(w.pinned),
                 })
@@ -565,24 +579,20 @@ impl Forwarder {
         if announced.is_some() {
             return Some(MirrorCopy {
                 request: body[0].to_vec(),
-                percent: Percent::ALL,
+                shares: Shares::write(Percent::ALL),
                 announced,
                 pinned: None,
             });
         }
         let flags = self.flags.load();
-        let percent = match classified.class {
-            Class::Write if flags.stage.mirrors_writes() => flags.mirrored_share(),
-            Class::Read if flags.stage.shadows_reads() => flags.shadow_percent,
-            _ => return None,
-        };
+        let shares = flags.shares(classified.class, self.profile.reads_change_state())?;
         if body.len() != 1 {
             mirror.multipart(action_name(self.profile, classified), classified.class);
             return None;
         }
         Some(MirrorCopy {
             request: body[0].to_vec(),
-            percent,
+            shares,
             announced: None,
             pinned: None,
         })
@@ -714,7 +724,7 @@ impl Forwarder {
                         request: copy.request,
                         reply,
                         at,
-                        percent: copy.percent,
+                        shares: copy.shares,
                         announced,
                         pinned,
                     });

@@ -5,7 +5,7 @@
 //! envelope here. Every request gets the same timeout, so deadlines arrive in insertion
 //! order and a queue gives expiry in O(1); answered entries are skipped lazily.
 
-use crate::flags::Percent;
+use crate::flags::Shares;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -19,15 +19,16 @@ pub struct Pending<E> {
     pub received: Instant,
     /// When it was handed to the legacy socket.
     pub forwarded: Instant,
-    /// A write to mirror (or a read to compare) once answered.
+    /// A write to mirror (or a read to compare, or to mirror for its change to the
+    /// agent's state) once answered.
     pub mirror: Option<MirrorCopy>,
 }
 
 /// What the mirror needs of a request once legacy has answered it.
 pub struct MirrorCopy {
     pub request: Vec<u8>,
-    /// The share of keys to mirror (a write) or compare (a read) when it arrived.
-    pub percent: Percent,
+    /// The shares of keys to mirror and to compare when it arrived.
+    pub shares: Shares,
     /// The key, when it was announced to the mirror as the request went to legacy
     /// (a write going to legacy first while writes may go to the orchestrator first).
     pub announced: Option<String>,

@@ -391,7 +391,7 @@ fn summary(e: &Expected, rows: &[Row], summaries: &[Row]) -> Option<(Class, Vec<
     let verdict = crate::compare::compare(
         crate::profile::Profile::ContextualMemory,
         &legacy,
-        &Value::Object(derived),
+        &Value::Object(derived.summary),
         false,
     );
     match verdict.outcome {

@@ -3,7 +3,8 @@
 //! as the agent holds it ([`super::id_key`]): a missing id is Python's `None`, another
 //! session than the string `"null"`.
 
-use super::{Mirror, MirrorOp, Verdict, id_key, put_value, truthy};
+use super::{Mirror, MirrorOp, ReadEffect, Verdict, id_key, put_value, truthy};
+use crate::answer::CutState;
 use serde_json::{Map, Value, json};
 
 const SOURCE: &str = "contextual_memory";
@@ -54,6 +55,19 @@ pub fn translate(action: &str, req: &Map<String, Value>, reply: &Value) -> Verdi
         ("decision", Value::Object(content))
     };
     Verdict::Mirror(in_session(sid, memory_type, content))
+}
+
+/// The cut a `get_context` made to the session's summary, kept with the session.
+pub fn read_effect(req: &Map<String, Value>, reply: &Value) -> Option<ReadEffect> {
+    if req.get("action").and_then(Value::as_str) != Some("get_context") {
+        return None;
+    }
+    let cut = CutState::made_by(req, reply)?;
+    let sid = key(req)?;
+    Some(ReadEffect {
+        mirror: in_session(sid, CutState::MEMORY_TYPE, cut.content()),
+        idempotent: cut.idempotent(),
+    })
 }
 
 pub fn summary(sid: &str, summary: &Map<String, Value>) -> Mirror {

@@ -270,6 +270,32 @@ pub fn translate(profile: Profile, request: &[u8], reply: &[u8]) -> Verdict {
     }
 }
 
+/// A read that changed the legacy agent's own state, and the operations that keep the
+/// change with its key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReadEffect {
+    pub mirror: Mirror,
+    /// Whether the same read again right after changes nothing more.
+    pub idempotent: bool,
+}
+
+/// What a read did to the agent's state that later answers depend on: contextual_memory's
+/// `get_context` cuts the summary it holds ([`crate::answer::CutState`]). `None` for every
+/// other read, and for one that changed nothing.
+pub fn read_effect(profile: Profile, request: &[u8], reply: &[u8]) -> Option<ReadEffect> {
+    if !profile.reads_change_state() {
+        return None;
+    }
+    let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(request) else {
+        return None;
+    };
+    let reply: Value = serde_json::from_slice(reply).ok()?;
+    match profile {
+        Profile::ContextualMemory => contextual::read_effect(&req, &reply),
+        Profile::SessionMemory | Profile::JarvisMemory => None,
+    }
+}
+
 /// The verdict on a write the agent is known to have accepted: a record of its store, given
 /// as the request that made it (see [`crate::legacy`]). The translation is the mirror's,
 /// with the agent's own success reply.
