@@ -93,14 +93,30 @@ pub fn session_expiry_window(
     (after, within)
 }
 
-/// Whether session_memory has deleted a session created at `created` by `now`: `Some(true)`
+/// What the orchestrator knows of a session that session_memory's rules turn on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionFacts {
+    pub created: DateTime<Utc>,
+    /// When the [`SESSIONS_KEPT`]-th session created after it was created: from the next
+    /// cleanup on, the agent has pushed it out of the sessions it keeps.
+    pub pushed_out: Option<DateTime<Utc>>,
+}
+
+/// Whether session_memory has deleted a session by `now`, by either rule: `Some(true)`
 /// certainly, `Some(false)` certainly not, `None` while its cleanup may or may not have run.
+/// (The agent's restarts, and deletes of newer sessions, which memshift cannot weigh, are
+/// left out.)
 pub fn session_deleted(
-    created: DateTime<Utc>,
+    session: SessionFacts,
     lifetime: std::time::Duration,
     now: DateTime<Utc>,
 ) -> Option<bool> {
-    let (first, last) = session_deleted_between(created, lifetime);
+    let (mut first, mut last) = session_deleted_between(session.created, lifetime);
+    if let Some(pushed_out) = session.pushed_out
+        && pushed_out < first
+    {
+        (first, last) = (pushed_out, pushed_out + CLEANUP_EVERY);
+    }
     if now >= last {
         Some(true)
     } else if now < first {
@@ -126,15 +142,24 @@ mod tests {
         assert_eq!(first - created, Duration::seconds(3600 + i64::from(offset)));
         assert_eq!(last - first, Duration::seconds(60));
         let at = |s: i64| created + Duration::seconds(s + i64::from(offset));
-        assert_eq!(
-            session_deleted(created, SESSION_LIFETIME, at(3599)),
-            Some(false)
-        );
-        assert_eq!(session_deleted(created, SESSION_LIFETIME, at(3630)), None);
-        assert_eq!(
-            session_deleted(created, SESSION_LIFETIME, at(3660)),
-            Some(true)
-        );
+        let alone = SessionFacts {
+            created,
+            pushed_out: None,
+        };
+        let deleted = |facts, s| session_deleted(facts, SESSION_LIFETIME, at(s));
+        assert_eq!(deleted(alone, 3599), Some(false));
+        assert_eq!(deleted(alone, 3630), None);
+        assert_eq!(deleted(alone, 3660), Some(true));
+        // Pushed out by the 100th newer session: from the next cleanup on, whichever
+        // rule comes first.
+        let pushed = |s: i64| SessionFacts {
+            created,
+            pushed_out: Some(at(s)),
+        };
+        assert_eq!(deleted(pushed(600), 599), Some(false));
+        assert_eq!(deleted(pushed(600), 630), None);
+        assert_eq!(deleted(pushed(600), 660), Some(true));
+        assert_eq!(deleted(pushed(3650), 3630), None, "the hour comes first");
         let forgotten = |newer, s| session_forgotten(created, newer, SESSION_LIFETIME, at(s));
         assert_eq!(forgotten(0, 3599), None);
         assert_eq!(forgotten(99, 3599), None);

@@ -313,3 +313,66 @@ fn in_rampdown_a_write_into_a_session_the_agent_expired_is_refused_as_the_agent_
     );
     assert_eq!(stored(&mut db), 1, "nothing stored for a refused write");
 }
+
+/// session_memory keeps its 100 newest sessions: a cleanup after the 101st deletes the
+/// oldest. A live read of it is then the agent's empty context, never the orchestrator's
+/// fuller history (in the cleanup's minute the agent answers it: a fallback).
+#[test]
+fn a_live_read_of_a_session_the_agent_pushed_out_of_its_100_is_the_agents_answer() {
+    let db = common::pg::TestDb::new();
+    let orch = common::pg::Orchestrator::start(&db, "", "");
+    let legacy = StandIn::start_with("session_memory", &["--expiry-interval", "0.2"]);
+    let rig = Rig::start("session_memory", legacy, &orch.endpoint, LIVE);
+    let ctx = zmq::Context::new();
+    let via = rig.socket(&ctx);
+    let direct = req_socket(&ctx, &rig.legacy.endpoint);
+    let send = |r: Value| request(&via, r.to_string().as_bytes());
+    send(json!({"action": "create_session", "session_id": "oldest", "user_id": "u"}));
+    send(
+        json!({"action": "add_interaction", "session_id": "oldest", "role": "user", "content": "remember me"}),
+    );
+    let read = |sid: &str| json!({"action": "get_context", "session_id": sid}).to_string();
+    let read_oldest = read("oldest");
+    let alive: Value = serde_json::from_slice(&request(&via, read_oldest.as_bytes())).unwrap();
+    assert_eq!(alive["context"][0]["content"], "remember me");
+    for s in 0..100 {
+        send(json!({"action": "create_session", "session_id": format!("s-{s:03}")}));
+    }
+    assert_eq!(rig.drain(), 0);
+    wait_for("the agent's cleanup", TIMEOUT, || {
+        let legacy: Value =
+            serde_json::from_slice(&request(&direct, read_oldest.as_bytes())).unwrap();
+        (legacy["context"] == json!([])).then_some(())
+    });
+    let before = rig.proxy.metrics_text();
+    let gone = request(&via, read_oldest.as_bytes());
+    assert_eq!(gone, request(&direct, read_oldest.as_bytes()));
+    assert_eq!(
+        String::from_utf8_lossy(&gone),
+        r#"{"status": "success", "context": [], "request_id": ""}"#
+    );
+    let after = rig.proxy.metrics_text();
+    let unsupported = |m: &str| {
+        metric_sum(
+            m,
+            "memshift_live_fallbacks_total",
+            &[("agent", "session_memory"), ("reason", "unsupported")],
+        )
+    };
+    assert_eq!(
+        unsupported(&after) - unsupported(&before),
+        1.0,
+        "within the cleanup's minute the agent answers: {after}"
+    );
+    // A session it keeps is still answered by the orchestrator.
+    let kept = read("s-000");
+    let served_before = served(&after, "session_memory", "orchestrator");
+    assert_eq!(
+        request(&via, kept.as_bytes()),
+        request(&direct, kept.as_bytes())
+    );
+    assert_eq!(
+        served(&rig.proxy.metrics_text(), "session_memory", "orchestrator"),
+        served_before + 1.0
+    );
+}

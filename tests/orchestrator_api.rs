@@ -619,3 +619,59 @@ fn dealer_clients_with_and_without_delimiter_are_answered() {
     let reply: serde_json::Value = serde_json::from_slice(&frames[0]).unwrap();
     assert_eq!(reply["request_id"], "d2");
 }
+
+/// (ext) A legacy agent that keeps its newest sessions: `batch_read` tells when newer
+/// sessions pushed one out (`legacy_sessions_kept`), and a `create` into one is refused as
+/// the agent would refuse it (`legacy_session_expiry.kept`).
+#[test]
+fn sessions_pushed_out_by_newer_ones_are_told_and_refused() {
+    let (_db, orch, ctx) = setup();
+    let mut c = orch.client(&ctx);
+    let session = |c: &mut common::pg::Client, sid: &str| {
+        c.ok(
+            "create_session",
+            None,
+            json!({"session_id": sid, "session_metadata": {"session_type": "conversation"}}),
+        )
+    };
+    session(&mut c, "oldest");
+    let mut third = json!(null);
+    for s in 0..3 {
+        let created = session(&mut c, &format!("s-{s}"));
+        third = created["created_at"].clone();
+    }
+    let told = |c: &mut common::pg::Client, kept: i64| {
+        c.ok(
+            "batch_read",
+            None,
+            json!({"filter": {"session_id": "oldest", "with_session": true,
+                "legacy_sessions_kept": kept}}),
+        )["session"]
+            .clone()
+    };
+    assert_eq!(told(&mut c, 3)["pushed_out_at"], third);
+    assert_eq!(told(&mut c, 4)["pushed_out_at"], json!(null));
+    let without = c.ok(
+        "batch_read",
+        None,
+        json!({"filter": {"session_id": "oldest", "with_session": true}}),
+    );
+    assert!(without["session"].get("pushed_out_at").is_none());
+
+    let create = |kept: i64, within: f64| {
+        json!({"memory_type": "conversation", "content": {"text": "late"},
+            "legacy_session_expiry": {"after_seconds": 3600, "within_seconds": within,
+                "kept": kept}})
+    };
+    assert_eq!(
+        c.err("create", Some("oldest"), create(3, 0.0)),
+        "session_not_found"
+    );
+    let reply = c.call("create", Some("oldest"), create(3, 60.0));
+    assert_eq!(
+        reply["error"]["details"]["reason"], "session_expiring",
+        "{reply}"
+    );
+    c.ok("create", Some("oldest"), create(4, 0.0));
+    c.ok("create", Some("s-0"), create(3, 0.0));
+}

@@ -21,6 +21,7 @@ mod session;
 
 pub use contextual::{CutState, Held, stored_summary as contextual_summary};
 
+use crate::forgetting::SessionFacts;
 use crate::profile::Profile;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -35,7 +36,8 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub struct Query {
     pub filter: Map<String, Value>,
     pub newest: Option<usize>,
-    /// Ask for the session the filter names too (`with_session`): its creation time, for
+    /// Ask for the session the filter names too (`with_session`, with
+    /// `legacy_sessions_kept`): its creation, and when newer sessions pushed it out, for
     /// [`answer_forgetting`].
     pub with_session: bool,
 }
@@ -137,8 +139,9 @@ pub fn answer(
 
 /// [`answer`] as the agent gives it at `now`, having forgotten what it forgets on its own:
 /// session_memory deletes a session `lifetime` (plus the UTC offset) after its creation,
-/// however active, and then answers an empty context (see [`crate::forgetting`]).
-/// `session_created`: when the session was created, if a query asked and it exists.
+/// however active, or once 100 newer sessions have pushed it out, and then answers an empty
+/// context (see [`crate::forgetting`]). `session`: what the orchestrator knows of the
+/// session, if a query asked and it exists.
 ///
 /// # Errors
 /// As [`answer`]; and [`Unsupported::Forgetting`] in the minute in which the agent's
@@ -147,14 +150,14 @@ pub fn answer_forgetting(
     profile: Profile,
     request: &Value,
     data: &[Vec<Stored>],
-    session_created: Option<DateTime<Utc>>,
+    session: Option<SessionFacts>,
     lifetime: std::time::Duration,
     now: DateTime<Utc>,
 ) -> Result<Value, Unsupported> {
     if profile == Profile::SessionMemory
-        && let Some(created) = session_created
+        && let Some(session) = session
     {
-        match crate::forgetting::session_deleted(created, lifetime, now) {
+        match crate::forgetting::session_deleted(session, lifetime, now) {
             Some(true) => return answer(profile, request, &[Vec::new()]),
             None => return Err(Unsupported::Forgetting),
             Some(false) => {}

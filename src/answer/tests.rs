@@ -515,22 +515,33 @@ fn a_live_answer_forgets_a_session_as_the_agent_does() {
             .local_minus_utc(),
     );
     let when = |s: i64| created + chrono::Duration::seconds(s + offset);
-    let ask = |now| {
+    let ask_pushed = |pushed_out, now| {
+        let session = SessionFacts {
+            created,
+            pushed_out,
+        };
         answer_forgetting(
             Profile::SessionMemory,
             &req,
             &data,
-            Some(created),
+            Some(session),
             hour,
             now,
         )
     };
+    let ask = |now| ask_pushed(None, now);
+    let empty = json!({"status": "success", "context": [], "request_id": "r"});
     assert_eq!(ask(when(3599)).unwrap()["context"][0]["content"], "hi");
     assert_eq!(ask(when(3630)), Err(Unsupported::Forgetting));
+    assert_eq!(ask(when(3661)).unwrap(), empty);
+    // Pushed out of the 100 it keeps at 600 s: gone by the next cleanup.
+    let pushed = Some(when(600));
     assert_eq!(
-        ask(when(3661)).unwrap(),
-        json!({"status": "success", "context": [], "request_id": "r"})
+        ask_pushed(pushed, when(599)).unwrap()["context"][0]["content"],
+        "hi"
     );
+    assert_eq!(ask_pushed(pushed, when(630)), Err(Unsupported::Forgetting));
+    assert_eq!(ask_pushed(pushed, when(661)).unwrap(), empty);
     // No session row (never created, or deleted): nothing to forget by time.
     assert_eq!(
         answer_forgetting(

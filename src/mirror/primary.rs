@@ -239,7 +239,8 @@ impl PrimaryWriter {
             // (ext) Refused as the agent refuses a write into a session it has forgotten.
             let (after, within) = crate::forgetting::session_expiry_window(self.session_lifetime);
             call.payload["legacy_session_expiry"] = serde_json::json!({
-                "after_seconds": after.as_secs_f64(), "within_seconds": within.as_secs_f64()});
+                "after_seconds": after.as_secs_f64(), "within_seconds": within.as_secs_f64(),
+                "kept": crate::forgetting::SESSIONS_KEPT});
         }
         let body = call.body(&request_id);
         match link::send(&self.socket, body.as_bytes()) {

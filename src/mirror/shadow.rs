@@ -20,6 +20,7 @@ use super::link;
 use crate::answer::{self, MAX_ENTRIES, Query, Stored};
 use crate::compare::{self, Outcome};
 use crate::config::{LiveSettings, ShadowSettings};
+use crate::forgetting::SessionFacts;
 use crate::metrics::{MirrorMetrics, SkipReason};
 use crate::profile::Profile;
 use crate::wakeup::{Backlog, BoundedSender, WakeReceiver, WakeSender};
@@ -129,8 +130,8 @@ struct Fetching {
     query: usize,
     offset: usize,
     results: Vec<Vec<Stored>>,
-    /// The creation of the session the read is about, when a query asked for it.
-    session_created: Option<DateTime<Utc>>,
+    /// What the orchestrator knows of the session the read is about, when a query asked.
+    session: Option<SessionFacts>,
     started: Instant,
     deadline: Instant,
 }
@@ -229,7 +230,7 @@ impl ShadowReader {
             };
             let fetching = Fetching {
                 results: vec![Vec::new(); sample.queries.len()],
-                session_created: None,
+                session: None,
                 sample,
                 query: 0,
                 offset: 0,
@@ -261,6 +262,10 @@ impl ShadowReader {
         }
         if query.with_session && f.offset == 0 && self.forgets(&f.sample) {
             filter.insert("with_session".into(), json!(true));
+            filter.insert(
+                "legacy_sessions_kept".into(),
+                json!(crate::forgetting::SESSIONS_KEPT),
+            );
         }
         self.next_request += 1;
         let request_id = format!("shadow/{}/{}", self.agent, self.next_request);
@@ -297,12 +302,17 @@ impl ShadowReader {
         let Some(mut stored) = stored else {
             return self.failed(f, Outcome::ShadowError);
         };
-        if let Some(created) = reply
-            .pointer("/data/session/created_at")
-            .and_then(Value::as_str)
-            .and_then(|t| t.parse::<DateTime<Utc>>().ok())
-        {
-            f.session_created = Some(created);
+        let time = |pointer: &str| {
+            reply
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<DateTime<Utc>>().ok())
+        };
+        if let Some(created) = time("/data/session/created_at") {
+            f.session = Some(SessionFacts {
+                created,
+                pushed_out: time("/data/session/pushed_out_at"),
+            });
         }
         let newest = f.sample.queries[f.query].newest.is_some();
         let got = stored.len();
@@ -344,7 +354,7 @@ impl ShadowReader {
                 self.profile,
                 &f.sample.request,
                 &f.results,
-                f.session_created,
+                f.session,
                 self.live.session_lifetime,
                 Utc::now(),
             )

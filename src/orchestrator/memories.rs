@@ -107,12 +107,13 @@ pub async fn create(s: &Service, req: &Request) -> Result<Value, ApiError> {
     }
 }
 
-/// (ext) `legacy_session_expiry` {`after_seconds`, `within_seconds`}: the write goes into a
-/// session of a legacy agent that deletes its sessions that long after their creation (at
-/// the latest `within_seconds` later), and refuses writes into them from then on. A write
-/// the orchestrator takes first must be refused likewise: `session_not_found` once the
-/// agent has certainly deleted it, and `validation_error` (`reason: session_expiring`) while
-/// it may have, so that the agent decides.
+/// (ext) `legacy_session_expiry` {`after_seconds`, `within_seconds`, `kept`?}: the write
+/// goes into a session of a legacy agent that deletes its sessions that long after their
+/// creation (at the latest `within_seconds` later), and, with `kept`, the oldest past its
+/// `kept` newest at the same pace; it refuses writes into them from then on. A write the
+/// orchestrator takes first must be refused likewise: `session_not_found` once the agent
+/// has certainly deleted it, and `validation_error` (`reason: session_expiring`) while it
+/// may have, so that the agent decides.
 async fn legacy_session_alive(s: &Service, req: &Request, m: &NewMemory) -> Result<(), ApiError> {
     let p = Fields::new(&req.payload, "payload");
     let Some(expiry) = p.nested("legacy_session_expiry", "payload.legacy_session_expiry")? else {
@@ -125,17 +126,25 @@ async fn legacy_session_alive(s: &Service, req: &Request, m: &NewMemory) -> Resu
         Ok(chrono::Duration::microseconds((n * 1e6) as i64))
     };
     let (after, within) = (seconds("after_seconds")?, seconds("within_seconds")?);
+    let kept = expiry.int("kept", 1, 1_000_000)?;
     let Some(session) = &m.session_id else {
         return Ok(());
     };
     let Some(created) = s.store.session_created_at(session).await? else {
         return Ok(()); // the insert itself finds the session missing
     };
+    // From when the agent may delete it: its hour, or the session that pushed it out.
+    let mut due = created + after;
+    if let Some(kept) = kept
+        && let Some(pushed_out) = s.store.session_pushed_out_at(session, kept).await?
+    {
+        due = due.min(pushed_out);
+    }
     let now = chrono::Utc::now();
-    if now >= created + after + within {
+    if now >= due + within {
         Err(ApiError::new(ErrorCode::SessionNotFound, "no such session")
             .with("field", "session_id"))
-    } else if now >= created + after {
+    } else if now >= due {
         Err(ApiError::new(
             ErrorCode::ValidationError,
             "the legacy agent may be deleting this session",

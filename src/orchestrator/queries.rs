@@ -45,8 +45,10 @@ pub async fn batch_read(s: &Service, req: &Request) -> Result<Value, ApiError> {
     }
     let (mut limit, mut offset, mut sort) = (DEFAULT_PAGE, 0, Sort::default());
     let mut with_session = false;
+    let mut sessions_kept = None;
     if let Some(f) = f {
         with_session = f.bool("with_session")?.unwrap_or(false);
+        sessions_kept = f.int("legacy_sessions_kept", 1, 1_000_000)?;
         filter.memory_types = memory_type(&f, "memory_type")?.into_iter().collect();
         time_range(&f, "payload.filter.time_range", &mut filter)?;
         common(&f, &mut filter)?;
@@ -81,11 +83,19 @@ pub async fn batch_read(s: &Service, req: &Request) -> Result<Value, ApiError> {
         "page_info": {"limit": limit, "offset": offset, "has_more": has_more},
     });
     // (ext) The session the filter names, in the same answer: session_memory forgets a
-    // session an hour after its creation, so a legacy-shape answer needs that time.
+    // session an hour after its creation, and once it is older than the newest 100
+    // (`legacy_sessions_kept`), so a legacy-shape answer needs those times.
     if let (true, Some(sid)) = (with_session, &filter.session_id) {
         let created = s.store.session_created_at(sid).await?;
         data["session"] = match created {
-            Some(t) => json!({"session_id": sid, "created_at": ts(t)}),
+            Some(t) => {
+                let mut session = json!({"session_id": sid, "created_at": ts(t)});
+                if let Some(kept) = sessions_kept {
+                    let pushed_out = s.store.session_pushed_out_at(sid, kept).await?;
+                    session["pushed_out_at"] = pushed_out.map_or(Value::Null, |t| json!(ts(t)));
+                }
+                session
+            }
             None => Value::Null,
         };
     }

@@ -46,6 +46,30 @@ impl Store {
         .await?)
     }
 
+    /// When the `kept`-th session of the same type created after `session_id` (and not
+    /// deleted since) was created: a legacy agent that keeps its `kept` newest sessions has
+    /// pushed this one out from then on. `None` when there are fewer, or no such session.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn session_pushed_out_at(
+        &self,
+        session_id: &str,
+        kept: i64,
+    ) -> Result<Option<DateTime<Utc>>> {
+        Ok(sqlx::query_scalar(
+            "SELECT n.created_at FROM sessions s
+             JOIN sessions n ON n.session_type = s.session_type AND n.created_at > s.created_at
+                AND NOT n.is_archived
+             WHERE s.session_id = $1
+             ORDER BY n.created_at OFFSET $2 LIMIT 1",
+        )
+        .bind(session_id)
+        .bind(kept - 1)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     /// Creates a session, or recognises a repeat of an earlier identical create (with
     /// `if_absent`, completes an existing one).
     ///
