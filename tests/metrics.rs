@@ -40,12 +40,15 @@ fn metrics_count_what_was_sent() {
     request(&client, br#"{"action": "teleport"}"#);
     request(&client, b"not json");
 
-    let text = proxy.metrics_when("all 12 requests counted", |t| {
+    // The in-flight gauge is set once per turn of the forwarder's loop, after the replies
+    // of the turn: wait for both.
+    let text = proxy.metrics_when("all 12 requests counted and none in flight", |t| {
         metric(
             t,
             "memshift_proxy_added_seconds_count",
             &[("agent", "session")],
         ) == Some(12.0)
+            && metric(t, "memshift_in_flight_requests", &[("agent", "session")]) == Some(0.0)
     });
     let count = |action: &str, class: &str| {
         let labels = [
