@@ -7,11 +7,13 @@
 //! - bottom: [`pyjson`] (Python `json.dumps` bytes), [`profile`] (the legacy protocols'
 //!   action tables and error shapes), [`classify`] (read / write / other), [`guard`] (what
 //!   must never reach an agent), [`api`] (the orchestrator's wire protocol), [`translate`]
-//!   (what a legacy write means for the orchestrator), [`forgetting`] (what the legacy
-//!   agents drop on their own, and by which rule), [`flags`] (stages and percentages,
-//!   stable key buckets), [`config`] (loading and validation).
-//! - middle: [`proxy`] (the forwarding threads), [`outbox`] (the durable SQLite queue of
-//!   mirrored operations), [`mirror`] (outbox writer and deliverer threads), [`legacy`]
+//!   (what a legacy write means for the orchestrator), [`answer`] (the reply a legacy agent
+//!   would give to a read, from the orchestrator's data), [`compare`] (a legacy reply
+//!   against that answer), [`forgetting`] (what the legacy agents drop on their own, and
+//!   by which rule), [`flags`] (stages and percentages, stable key buckets).
+//! - middle: [`config`] (loading the file and the environment, and validation),
+//!   [`proxy`] (the forwarding threads), [`outbox`] (the durable SQLite queue of
+//!   mirrored operations), [`mirror`] (outbox writer, deliverer, shadow reader, primary writer and reverse deliverer threads), [`legacy`]
 //!   (the legacy agents' own stores, read one key at a time), [`backfill`] (imports a store
 //!   through the mirror's translation), [`reconcile`] (a store against the orchestrator's
 //!   database), [`report`] (the daily report from Prometheus and the database), [`store`]
@@ -20,9 +22,10 @@
 //!   force: the hot-reloaded flags file, gates, the kill switch, automatic rollback),
 //!   [`metrics`], [`http`] (`/metrics`, `/healthz`), [`wakeup`], [`telemetry`],
 //!   [`shutdown`].
-//! - top: [`app`] (the `memshift proxy` and `memshift orchestrator` processes, the
-//!   `memshift outbox`, `flags check`, `backfill`, `reconcile` and `report` commands); the
-//!   binary in `src/main.rs` is the CLI.
+//! - top: [`app`] (one module per subcommand: the `memshift proxy` and `memshift
+//!   orchestrator` processes, and the one-shot `migrate`, `check-config`, `outbox`, `flags
+//!   check`, `backfill`, `reconcile` and `report`); the binary in `src/main.rs` parses the
+//!   command line and dispatches.
 //!
 //! # The life of one request through the proxy
 //! 1. A client's REQ or DEALER sends one frame to the agent's old port, where the proxy's

@@ -8,20 +8,65 @@ use crate::translate::Origin;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// The command line's choices.
-#[derive(Clone, Debug)]
+/// Import a legacy agent's own store into the orchestrator (idempotent, resumable).
+/// Exit 0: every record imported or already there; 2: finished, but some records were
+/// not imported (see the summary); 1: stopped early or failed (run it again to resume).
+#[derive(Clone, Debug, clap::Args)]
 pub struct Args {
+    /// The agent, as named in the configuration's [[agents]].
+    #[arg(long)]
     pub agent: String,
+    /// The agent's store: its file, or the agent's working directory.
+    #[arg(long)]
     pub from: PathBuf,
+    /// Read and translate everything, send nothing.
+    #[arg(long)]
     pub dry_run: bool,
+    /// Forget what earlier runs finished and send every group again.
+    #[arg(long)]
     pub restart: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How far apart the mirror's and the backfill's copies of one record may be
+    /// (the agent's clock against the proxy's).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub match_window: Duration,
+    /// Requests in flight to the orchestrator.
+    #[arg(long, default_value_t = 32)]
     pub window: usize,
+    /// An answer not received by then is tried again.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Stop when the orchestrator has not answered at all for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub give_up: Duration,
+    /// Tries of one write before it counts as failed.
+    #[arg(long, default_value_t = 8)]
     pub max_attempts: u32,
+}
+
+/// `memshift backfill`: runs it and prints the summary.
+///
+/// # Errors
+/// As [`run`].
+pub fn execute(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    let summary = run(config, args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(if summary.is_interrupted() {
+        ExitCode::FAILURE
+    } else if summary.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// The agent named `name` in the configuration.
@@ -57,9 +102,9 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<Summary> {
         sender: (!args.dry_run).then(|| backfill::Settings {
             agent: agent.name.clone(),
             endpoint: config.mirror.orchestrator.as_str().to_owned(),
-            window: args.window,
+            window: args.window.max(1),
             timeout: args.timeout,
-            max_attempts: args.max_attempts,
+            max_attempts: args.max_attempts.max(1),
             give_up: args.give_up,
             origin: Origin::Backfill {
                 match_window: args.match_window,

@@ -10,8 +10,51 @@ use crate::rollout::{self, GateInputs, GateResult};
 use anyhow::{Context as _, anyhow};
 use serde::Deserialize;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
+
+/// `memshift flags …`.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Validate a flags file and say what a running proxy's gates would decide for it.
+    /// Exit 0: valid and every gate open; 2: a gate would refuse it; 64: invalid; 1: no
+    /// proxy answered.
+    Check {
+        /// The file to check (default: [rollout] flags).
+        #[arg(long)]
+        flags: Option<PathBuf>,
+        /// The proxy's HTTP address (default: http://<[metrics] listen>).
+        #[arg(long)]
+        proxy: Option<String>,
+    },
+}
+
+/// Runs one `memshift flags` command and prints what it found.
+pub fn execute(config: &Config, command: &Command) -> ExitCode {
+    let Command::Check { flags, proxy } = command;
+    let Some(runtime) = super::runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(check(config, flags.as_deref(), proxy.as_deref())) {
+        Ok(Verdict::Open(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Verdict::Closed(text)) => {
+            print!("{text}");
+            ExitCode::from(2)
+        }
+        Err(e) if e.downcast_ref::<crate::config::ConfigErrors>().is_some() => {
+            eprintln!("memshift: {e:#}");
+            ExitCode::from(super::EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("memshift: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// What the check found.
 pub enum Verdict {

@@ -15,9 +15,89 @@ use chrono::Utc;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
+
+/// `memshift outbox …`.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Pending operations, dead letters with their reasons, and dropped writes, per agent.
+    Status {
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Dead letters and dropped keys listed per agent at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Put dead letters back in the queue, in their original place (after fixing the cause).
+    RetryDead {
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only these entries (needs --agent); all dead letters otherwise.
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+    },
+    /// Wait until everything pending is delivered or dead-lettered: the gate before moving
+    /// reads over. Delivers by itself when no proxy is delivering. Exit 0: drained; 2:
+    /// drained but dead letters remain; 1: timed out or failed.
+    Drain {
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Give up after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// Runs one `memshift outbox` command and prints what it found.
+///
+/// # Errors
+/// An unknown agent, an outbox that cannot be read or written.
+pub fn execute(config: &Config, command: &Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Status { agent, json, limit } => {
+            let statuses = status(config, agent.as_deref(), *limit)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                print!("{}", render_status(&statuses));
+            }
+        }
+        Command::RetryDead { agent, ids } => {
+            for (agent, n) in retry_dead(config, agent.as_deref(), ids)? {
+                println!("{agent}: {n} dead letter(s) re-queued");
+            }
+        }
+        Command::Drain { agent, timeout } => {
+            let drained = drain(config, agent.as_deref(), *timeout, |agent, pending| {
+                eprintln!("{agent}: {pending} pending");
+            })?;
+            return Ok(match drained {
+                Drained::Clean => {
+                    println!("drained: nothing pending, no dead letters");
+                    ExitCode::SUCCESS
+                }
+                Drained::WithDeadLetters(n) => {
+                    println!("drained, but {n} dead letter(s) wait: see memshift outbox status");
+                    ExitCode::from(2)
+                }
+                Drained::TimedOut => {
+                    println!("timed out with operations still pending");
+                    ExitCode::FAILURE
+                }
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// What `drain` found at the end.
 #[derive(Debug, PartialEq, Eq)]

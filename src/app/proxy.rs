@@ -14,6 +14,7 @@ use crate::rollout::{self, Rollout, Watch};
 use anyhow::Context as _;
 use serde::Serialize;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,25 @@ struct Ready<'a> {
     version: &'static str,
     agents: &'a [Listening],
     metrics: SocketAddr,
+}
+
+/// `memshift proxy`: refuses a configuration without agents or with an invalid flags file
+/// (exit 64), else runs the proxy until a signal stops it.
+pub fn execute(path: &std::path::Path, config: Config) -> ExitCode {
+    if config.agents.is_empty() {
+        eprintln!(
+            "memshift: the proxy needs at least one [[agents]] table in {}",
+            path.display()
+        );
+        return ExitCode::from(super::EXIT_USAGE);
+    }
+    if let Err(e) = super::check_config::flags_file(&config) {
+        eprintln!("memshift: {e:#}");
+        return ExitCode::from(super::EXIT_USAGE);
+    }
+    super::serve(config, |config, shutdown| {
+        Box::pin(run_proxy(config, shutdown))
+    })
 }
 
 /// Runs the proxy until `shutdown` is cancelled, then shuts it down gracefully.

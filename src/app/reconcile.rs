@@ -8,18 +8,79 @@ use crate::store::{Store, VectorIndex};
 use crate::translate::Origin;
 use anyhow::{Context as _, bail};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-#[derive(Clone, Debug)]
+/// Compare a legacy agent's store with the orchestrator, entity by entity, and write a
+/// report (Markdown and JSON). Exit 0: no inconsistencies (legacy drift aside); 2: some
+/// (after --repair: some remain); 1: failed.
+#[derive(Clone, Debug, clap::Args)]
 pub struct Args {
+    /// The agent, as named in the configuration's [[agents]].
+    #[arg(long)]
     pub agent: String,
+    /// The agent's store: its file, or the agent's working directory.
+    #[arg(long)]
     pub from: PathBuf,
+    /// Make the orchestrator match legacy (refused once the orchestrator takes writes
+    /// first), then compare again to verify.
+    #[arg(long)]
     pub repair: bool,
-    /// Where the report files go (default `<data_dir>/reports`).
+    /// Where the report files go (default: <[mirror] data_dir>/reports).
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Print the report as JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// How far apart a legacy time and the orchestrator's may be for one record.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub match_window: Duration,
     /// Differences of each class listed in the Markdown report.
+    #[arg(long, default_value_t = 50)]
     pub limit: usize,
+}
+
+/// `memshift reconcile`: runs it and prints the summary (or the report as JSON).
+///
+/// # Errors
+/// As [`run`].
+pub fn execute(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    use crate::reconcile::Class;
+    let done = super::block_on(run(config, args))?;
+    let r = &done.report;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        if let Some(before) = &done.before_repair {
+            println!(
+                "found {} inconsistencies; repair: {} operations sent, {} failed",
+                before.inconsistencies(),
+                r.repaired,
+                r.repair_failed
+            );
+        }
+        println!(
+            "{}: {} inconsistencies, {} legacy drift ({} legacy / {} orchestrator entities compared)",
+            r.agent,
+            r.inconsistencies(),
+            r.count(Class::LegacyDrift),
+            r.legacy_entities,
+            r.orchestrator_entities
+        );
+        for class in Class::ALL {
+            println!("  {:<24} {}", class.as_str(), r.count(class));
+        }
+        println!(
+            "report: {} and {}",
+            done.markdown.display(),
+            done.json.display()
+        );
+    }
+    Ok(if r.inconsistencies() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// What a run produced.

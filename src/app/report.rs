@@ -6,20 +6,59 @@ use crate::store::{Store, VectorIndex};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-#[derive(Clone, Debug)]
+/// The daily reconciliation report: consistency per agent and action (and over time),
+/// the worst mismatch patterns, outbox health, rollbacks and the last reconcile runs,
+/// as Markdown and HTML. Exit 0: every source read; 2: written without a source (see
+/// the report); 1: failed.
+#[derive(Clone, Debug, clap::Args)]
 pub struct Args {
-    /// The period: this long before `until`.
+    /// The period the report covers, up to now.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub since: Duration,
-    /// The period's end (default: now).
+    /// The period's end, RFC 3339 (default: now).
+    #[arg(long)]
     pub until: Option<DateTime<Utc>>,
-    /// The Prometheus that scrapes the proxies.
+    /// The Prometheus that scrapes the proxies (its base URL).
+    #[arg(long, env = "MEMSHIFT_PROMETHEUS")]
     pub prometheus: Option<String>,
-    /// Where the report files go (default `<[mirror] data_dir>/reports`).
+    /// Where the report files go (default: <[mirror] data_dir>/reports).
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Print the report as JSON too.
+    #[arg(long)]
+    pub json: bool,
     /// Mismatch patterns listed at most.
+    #[arg(long, default_value_t = 10)]
     pub top: usize,
+}
+
+/// `memshift report`: writes it and says where (or prints it as JSON).
+///
+/// # Errors
+/// As [`run`].
+pub fn execute(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    let written = super::block_on(run(config, args))?;
+    let r = &written.report;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        for missing in &r.unavailable {
+            eprintln!("memshift: unavailable: {missing}");
+        }
+        println!(
+            "report: {} and {}",
+            written.markdown.display(),
+            written.html.display()
+        );
+    }
+    Ok(if r.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 pub struct Written {
