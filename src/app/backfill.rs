@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 /// Import a legacy agent's own store into the orchestrator (idempotent, resumable).
 /// Exit 0: every record imported or already there; 2: finished, but some records were
 /// not imported (see the summary); 1: stopped early or failed (run it again to resume).
+// The doc comments are the command line's help text: `[[agents]]` is TOML, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// The agent, as named in the configuration's [[agents]].

@@ -15,6 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// `memshift flags …`.
+// The doc comments are the command line's help text: `[[agents]]` is TOML, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Clone, Debug, clap::Subcommand)]
 pub enum Command {
     /// Validate a flags file and say what a running proxy's gates would decide for it.

@@ -14,6 +14,8 @@ use std::time::Duration;
 /// Compare a legacy agent's store with the orchestrator, entity by entity, and write a
 /// report (Markdown and JSON). Exit 0: no inconsistencies (legacy drift aside); 2: some
 /// (after --repair: some remain); 1: failed.
+// The doc comments are the command line's help text: `[[agents]]` is TOML, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// The agent, as named in the configuration's [[agents]].

@@ -13,6 +13,8 @@ use std::time::Duration;
 /// the worst mismatch patterns, outbox health, rollbacks and the last reconcile runs,
 /// as Markdown and HTML. Exit 0: every source read; 2: written without a source (see
 /// the report); 1: failed.
+// The doc comments are the command line's help text: `[[agents]]` is TOML, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Clone, Debug, clap::Args)]
 pub struct Args {
     /// The period the report covers, up to now.
