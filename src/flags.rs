@@ -83,9 +83,10 @@ impl Stage {
         matches!(self, Stage::Shadow | Stage::Live)
     }
 
-    /// Whether the orchestrator answers reads (for `read_percent` of keys in `live`, for
-    /// every key later).
-    pub fn serves_reads(self) -> bool {
+    /// Whether this is a serving stage, where the orchestrator answers reads (for
+    /// `read_percent` of keys in `live`, for every key later) unless a rollback holds (see
+    /// [`AgentFlags::serves_reads`]).
+    pub fn is_serving(self) -> bool {
         self >= Stage::Live
     }
 
@@ -166,7 +167,7 @@ pub struct AgentFlags {
 impl AgentFlags {
     /// Whether the orchestrator answers reads (for `read_percent` of keys) right now.
     pub fn serves_reads(&self) -> bool {
-        self.stage.serves_reads() && !self.rollback
+        self.stage.is_serving() && !self.rollback
     }
 
     /// Whether the orchestrator answers this key's reads right now (the key's own pending

@@ -31,9 +31,12 @@
 //! 1. A client's REQ or DEALER sends one frame to the agent's old port, where the proxy's
 //!    ROUTER receives `[identity…, "", body]` on the agent's forwarding thread.
 //! 2. [`classify`] reads the body's `action` with the agent's [`profile::Profile`].
-//! 3. [`guard`] answers a request that would crash the agent (multipart) in the agent's own
-//!    error shape; it never reaches the agent.
-//! 4. Otherwise the envelope is parked in the in-flight table under a token, and
+//! 3. [`proxy::route`] decides where it goes, once, from its class, one snapshot of the
+//!    agent's [`flags`] and what the mirror knows of its key: [`guard`] answers a request
+//!    that would crash the agent (multipart) in the agent's own error shape, and it never
+//!    reaches the agent; a read may be served by the orchestrator, a write taken by it
+//!    first; everything else goes to legacy, with what the mirror gets of it.
+//! 4. For legacy, the envelope is parked in the in-flight table under a token, and
 //!    `[token, "", body]` goes to the legacy agent through a DEALER.
 //! 5. The agent's REP returns `[token, "", reply]`; the token finds the envelope and the
 //!    reply's bytes go back to the client untouched. Latency, outcome and the time memshift
@@ -41,8 +44,8 @@
 //! 6. No reply within `legacy_timeout`: the request is counted as timed out and forgotten.
 //!
 //! # The life of a write in `dualwrite`
-//! 1. As above, and the forwarder keeps a copy of a write's request (by class, see
-//!    [`classify`]) while it is in flight.
+//! 1. As above, and the forwarder keeps a copy of a write's request (the route says so)
+//!    while it is in flight.
 //! 2. After the reply has gone to the client, request and reply are offered to the
 //!    agent's bounded hand-off queue ([`mirror::MirrorSender::offer`]); a full queue drops
 //!    them, counted.

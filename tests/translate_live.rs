@@ -166,7 +166,7 @@ fn predictions_match(profile: Profile, agent: &str, cases: &[(serde_json::Value,
     let socket = req_socket(&ctx, &legacy.endpoint);
     for (req, expect) in cases {
         let body = req.to_string();
-        let plan = plan(profile, body.as_bytes());
+        let plan = plan(profile, body.as_bytes(), req);
         let (sent, predicted) = match (expect, &plan) {
             (Expect::Unpredictable, None) => (body.clone().into_bytes(), None),
             (Expect::Unpredictable, Some(_)) => panic!("{body}: predicted, but should not be"),

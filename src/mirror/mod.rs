@@ -93,6 +93,20 @@ pub struct MirrorSender {
     taking: Arc<KeyActivity>,
 }
 
+impl crate::proxy::route::KeyState for MirrorSender {
+    fn legacy_behind_anywhere(&self) -> bool {
+        MirrorSender::legacy_behind_anywhere(self)
+    }
+
+    fn legacy_behind(&self, key: &str) -> bool {
+        MirrorSender::legacy_behind(self, key)
+    }
+
+    fn orchestrator_behind(&self, key: &str) -> bool {
+        MirrorSender::orchestrator_behind(self, key)
+    }
+}
+
 impl MirrorSender {
     /// Hands an exchange over without waiting; a full queue (or a writer that is gone)
     /// drops it, counted.
@@ -179,9 +193,6 @@ impl MirrorSender {
         queries: Vec<crate::answer::Query>,
         reply: Box<dyn FnOnce(Served) + Send>,
     ) -> Result<(), Fallback> {
-        if self.activity.busy(&key) {
-            return Err(Fallback::PendingWrites);
-        }
         let sample = shadow::Sample {
             action,
             key,

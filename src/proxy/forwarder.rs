@@ -11,11 +11,12 @@
 //! `max_in_flight` requests are out and the legacy socket accepted the last one. Replies to
 //! a client that has gone are counted and dropped, as libzmq's own proxy would drop them.
 
+use super::frames;
 use super::inflight::{InFlight, MirrorCopy, Pending, Pinned};
 use super::live::{LivePending, LiveTable, TakenWrite};
+use super::route::{self, Route};
 use super::watch::{self, MonitorEndpoints};
-use crate::answer::{self, Prepared};
-use crate::classify::{self, Classified};
+use crate::classify;
 use crate::config::{AgentConfig, ProxySettings};
 use crate::flags::{Percent, SharedFlags, Shares};
 use crate::guard;
@@ -47,9 +48,6 @@ pub enum Command {
     /// What became of a write the orchestrator was to take first.
     Written { token: u64, written: Written },
 }
-
-/// A request given back for legacy to answer, with the key announced for it, if any.
-type ForLegacy = (Vec<Message>, Vec<Message>, Option<String>);
 
 /// The sockets and state of one forwarder. Built on its own thread by [`Forwarder::open`].
 pub struct Forwarder {
@@ -112,12 +110,12 @@ impl Forwarder {
             flags,
             mirror,
         } = links;
-        let linger = millis(settings.linger);
+        let linger = frames::millis(settings.linger);
         let frontend = ctx.socket(zmq::ROUTER)?;
         frontend.set_linger(linger)?;
         // Report a reply to a vanished client instead of dropping it silently.
         frontend.set_router_mandatory(true)?;
-        set_heartbeat(&frontend, settings)?;
+        frames::set_heartbeat(&frontend, settings)?;
         frontend.monitor(&monitors.frontend, watch::FRONTEND_EVENTS)?;
         frontend.bind(agent.listen.as_str())?;
         let endpoint = frontend
@@ -126,7 +124,7 @@ impl Forwarder {
 
         let backend = ctx.socket(zmq::DEALER)?;
         backend.set_linger(linger)?;
-        set_heartbeat(&backend, settings)?;
+        frames::set_heartbeat(&backend, settings)?;
         backend.monitor(&monitors.backend, watch::BACKEND_EVENTS)?;
         backend.connect(agent.legacy.as_str())?;
 
@@ -287,7 +285,7 @@ impl Forwarder {
 
     /// Sends the client a reply memshift made (the orchestrator's, in the agent's shape).
     fn answer(&self, envelope: Vec<Message>, bytes: Vec<u8>, slot: usize) -> zmq::Result<()> {
-        let delivered = send_reply(&self.frontend, envelope, vec![Message::from(bytes)])?;
+        let delivered = frames::reply(&self.frontend, envelope, vec![Message::from(bytes)])?;
         let outcome = if delivered {
             Outcome::Answered
         } else {
@@ -317,7 +315,8 @@ impl Forwarder {
 
     /// Sends a request the orchestrator did not answer to the legacy agent. A write goes
     /// with its key announced, and with the ids the orchestrator was given for it, so that
-    /// the mirror's delivery repeats what the orchestrator may have done, not twins it.
+    /// the mirror's delivery repeats what the orchestrator may have done, not twins it. A
+    /// read goes with the copy decided when it arrived ([`route::Route::Serve`]).
     fn fall_back(&mut self, p: LivePending, reason: Fallback) -> zmq::Result<()> {
         let mirror = self
             .mirror
@@ -326,21 +325,12 @@ impl Forwarder {
         let copy = match p.write {
             None => {
                 mirror.metrics().fallback(reason.as_label());
-                // Legacy answers it after all: what it changes in the agent's state is
-                // mirrored (it was not compared before, and is not now).
-                let flags = self.flags.load();
-                flags
-                    .shares(Class::Read, self.profile.reads_change_state())
-                    .filter(|s| s.mirrored != Percent::NONE)
-                    .map(|s| MirrorCopy {
-                        request: p.body[0].to_vec(),
-                        shares: Shares {
-                            compared: None,
-                            ..s
-                        },
-                        announced: None,
-                        pinned: None,
-                    })
+                p.otherwise.map(|shares| MirrorCopy {
+                    request: p.body[0].to_vec(),
+                    shares,
+                    announced: None,
+                    pinned: None,
+                })
             }
             Some(w) => {
                 mirror.announce_key(&w.key);
@@ -353,8 +343,6 @@ impl Forwarder {
             }
         };
         debug!(agent = %self.name, reason = reason.as_label(), "answered by legacy after all");
-        let token = self.next_token;
-        self.next_token += 1;
         let pending = Pending {
             envelope: p.envelope,
             slot: p.slot,
@@ -362,144 +350,7 @@ impl Forwarder {
             forwarded: p.received,
             mirror: copy,
         };
-        self.forward(token, p.body, pending)
-    }
-
-    /// Writes the orchestrator takes first: from `rampdown` on, and for keys legacy is
-    /// behind on in any stage. Everything else is given back, to go to legacy (with its
-    /// key announced when writes of other keys may go to the orchestrator first).
-    fn try_take(
-        &mut self,
-        classified: &Classified,
-        envelope: Vec<Message>,
-        body: Vec<Message>,
-        received: Instant,
-    ) -> Result<(), ForLegacy> {
-        let Some(mirror) = self.mirror.as_ref() else {
-            return Err((envelope, body, None));
-        };
-        let flags = self.flags.load();
-        let primary = flags.orchestrator_primary();
-        if body.len() != 1 || !(primary || mirror.legacy_behind_anywhere()) {
-            return Err((envelope, body, None));
-        }
-        let action = action_name(self.profile, classified);
-        let plan = translate::plan(self.profile, &body[0]);
-        let key = match &plan {
-            Some(plan) => Some(plan.key.clone()),
-            None => translate::key(self.profile, &body[0]),
-        };
-        let Some(key) = key else {
-            // No key: not a write legacy accepts.
-            if primary {
-                mirror
-                    .metrics()
-                    .primary(action, PrimaryOutcome::Unpredictable);
-            }
-            return Err((envelope, body, None));
-        };
-        let legacy_behind = mirror.legacy_behind(&key);
-        if !primary && !legacy_behind {
-            return Err((envelope, body, None));
-        }
-        let outcome = match plan {
-            // Follow the side with the latest writes.
-            _ if mirror.orchestrator_behind(&key) && !legacy_behind => {
-                PrimaryOutcome::OrchestratorBehind
-            }
-            None => PrimaryOutcome::Unpredictable,
-            Some(plan) => {
-                let token = self.next_token;
-                self.next_token += 1;
-                let control = self.control_tx.clone();
-                let claim = Arc::new(AtomicBool::new(false));
-                let accepted_at = chrono::Utc::now();
-                let taken = TakenWrite {
-                    key: key.clone(),
-                    claim: claim.clone(),
-                    pinned: Pinned {
-                        ids: plan.memory_ids(),
-                        at: accepted_at,
-                    },
-                };
-                let budget = mirror.live_budget();
-                let write = Write {
-                    action,
-                    plan,
-                    accepted_at,
-                    claim,
-                    deadline: received + budget,
-                    reply: Box::new(move |written| {
-                        control.send(Command::Written { token, written });
-                    }),
-                };
-                match mirror.take_first(write) {
-                    Ok(()) => {
-                        let slot = classified.slot(self.profile);
-                        let taken = Some(taken);
-                        let p = LivePending::new(envelope, body, slot, received, budget, taken);
-                        self.live.insert(token, p);
-                        return Ok(());
-                    }
-                    Err(_) => PrimaryOutcome::Fallback,
-                }
-            }
-        };
-        mirror.metrics().primary(action, outcome);
-        mirror.announce_key(&key);
-        Err((envelope, body, Some(key)))
-    }
-
-    /// Reads the orchestrator answers: those of `read_percent` of keys in `live`, every
-    /// key's from `rampdown` on, and in any stage those of keys legacy is behind on.
-    /// Everything else is given back, to go to legacy.
-    fn try_serve(
-        &mut self,
-        classified: &Classified,
-        envelope: Vec<Message>,
-        body: Vec<Message>,
-        received: Instant,
-    ) -> Result<(), ForLegacy> {
-        if body.len() != 1 {
-            return Err((envelope, body, None));
-        }
-        let Some(mirror) = self.mirror.as_ref() else {
-            return Err((envelope, body, None));
-        };
-        let flags = self.flags.load();
-        let behind_anywhere = mirror.legacy_behind_anywhere();
-        if !flags.serves_reads() && !behind_anywhere {
-            return Err((envelope, body, None));
-        }
-        let Ok(request) = serde_json::from_slice(&body[0]) else {
-            return Err((envelope, body, None));
-        };
-        let Prepared::Fetch { key, queries } = answer::prepare(self.profile, &request) else {
-            return Err((envelope, body, None));
-        };
-        if !(flags.serves_key(&key) || (behind_anywhere && mirror.legacy_behind(&key))) {
-            return Err((envelope, body, None));
-        }
-        let token = self.next_token;
-        self.next_token += 1;
-        let control = self.control_tx.clone();
-        let reply = Box::new(move |served| {
-            control.send(Command::Served { token, served });
-        });
-        let action = action_name(self.profile, classified);
-        match mirror.serve(action, key, request, queries, reply) {
-            Ok(()) => {
-                let slot = classified.slot(self.profile);
-                let budget = mirror.live_budget();
-                let p = LivePending::new(envelope, body, slot, received, budget, None);
-                self.live.insert(token, p);
-                Ok(())
-            }
-            Err(reason) => {
-                mirror.metrics().fallback(reason.as_label());
-                Err((envelope, body, None))
-            }
-        }
+        self.forward(p.body, pending)
     }
 
     fn on_client_requests(&mut self) -> zmq::Result<()> {
@@ -507,7 +358,7 @@ impl Forwarder {
             if self.stalled.is_some() || self.in_flight() >= self.max_in_flight {
                 break;
             }
-            let Some(frames) = recv_message(&self.frontend)? else {
+            let Some(frames) = frames::recv(&self.frontend)? else {
                 break;
             };
             self.on_client_request(frames, Instant::now())?;
@@ -515,6 +366,8 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Routes one request ([`route::route`], with one snapshot of the flags) and carries
+    /// the decision out.
     fn on_client_request(
         &mut self,
         mut frames: Vec<Message>,
@@ -533,69 +386,155 @@ impl Forwarder {
             return Ok(());
         }
         let classified = classify::classify(self.profile, &body[0]);
+        let request = route::Request {
+            profile: self.profile,
+            class: classified.class,
+            frames: body.len(),
+            body: &body[0],
+            guard: self.guard,
+            classified,
+        };
+        let flags = self.flags.load();
+        let keys = self.mirror.as_ref().map(|m| m as &dyn route::KeyState);
+        let decided = route::route(&request, &flags, keys);
         let slot = classified.slot(self.profile);
-        if let Some(refusal) = guard::check(self.guard, body.len(), &classified) {
-            return self.refuse(envelope, &body, slot, refusal);
+        let action = action_at(self.profile, slot).0;
+        let legacy = match decided {
+            Route::Guard(refusal) => return self.refuse(envelope, &body, slot, refusal),
+            Route::Serve {
+                key,
+                request: parsed,
+                queries,
+                otherwise,
+            } => {
+                let token = self.next_token();
+                let control = self.control_tx.clone();
+                let reply = Box::new(move |served| {
+                    control.send(Command::Served { token, served });
+                });
+                let mirror = self.mirror.as_ref().expect("routed with a mirror");
+                match mirror.serve(action, key, parsed, queries, reply) {
+                    Ok(()) => {
+                        let budget = mirror.live_budget();
+                        let p = LivePending::read(envelope, body, slot, received, budget)
+                            .otherwise(otherwise);
+                        self.live.insert(token, p);
+                        return Ok(());
+                    }
+                    Err(reason) => route::Legacy {
+                        fallback: Some(reason),
+                        ..route::legacy(&request, &flags)
+                    },
+                }
+            }
+            Route::TakeFirst { key, plan } => match self.take_first(action, key, *plan, received) {
+                Ok((token, taken)) => {
+                    let budget = self
+                        .mirror
+                        .as_ref()
+                        .expect("routed with a mirror")
+                        .live_budget();
+                    let p = LivePending::write(envelope, body, slot, received, budget, taken);
+                    self.live.insert(token, p);
+                    return Ok(());
+                }
+                Err(key) => route::announced(key, PrimaryOutcome::Fallback),
+            },
+            Route::Legacy(legacy) => legacy,
+        };
+        self.send_to_legacy(envelope, body, slot, received, action, legacy)
+    }
+
+    /// Hands a write to the primary writer; the token and what falling back needs, or the
+    /// key back when the writer cannot take it.
+    fn take_first(
+        &mut self,
+        action: &'static str,
+        key: String,
+        plan: translate::Plan,
+        received: Instant,
+    ) -> Result<(u64, TakenWrite), String> {
+        let token = self.next_token();
+        let mirror = self.mirror.as_ref().expect("routed with a mirror");
+        let control = self.control_tx.clone();
+        let claim = Arc::new(AtomicBool::new(false));
+        let accepted_at = chrono::Utc::now();
+        let taken = TakenWrite {
+            key: key.clone(),
+            claim: claim.clone(),
+            pinned: Pinned {
+                ids: plan.memory_ids(),
+                at: accepted_at,
+            },
+        };
+        let write = Write {
+            action,
+            plan,
+            accepted_at,
+            claim,
+            deadline: received + mirror.live_budget(),
+            reply: Box::new(move |written| {
+                control.send(Command::Written { token, written });
+            }),
+        };
+        match mirror.take_first(write) {
+            Ok(()) => Ok((token, taken)),
+            Err(_) => Err(key),
         }
-        let routed = match classified.class {
-            Class::Read => self.try_serve(&classified, envelope, body, received),
-            Class::Write => self.try_take(&classified, envelope, body, received),
-            Class::Other => Err((envelope, body, None)),
-        };
-        let (envelope, body, announced) = match routed {
-            Ok(()) => return Ok(()),
-            Err(given_back) => given_back,
-        };
-        let token = self.next_token;
-        self.next_token += 1;
+    }
+
+    /// Sends a request to the legacy agent, with what the mirror gets once it has answered
+    /// (and the counts of why the orchestrator did not take it).
+    fn send_to_legacy(
+        &mut self,
+        envelope: Vec<Message>,
+        body: Vec<Message>,
+        slot: usize,
+        received: Instant,
+        action: &'static str,
+        legacy: route::Legacy,
+    ) -> zmq::Result<()> {
+        let mut copy = None;
+        if let Some(mirror) = &self.mirror {
+            let class = action_at(self.profile, slot).1;
+            if let Some(reason) = legacy.fallback {
+                mirror.metrics().fallback(reason.as_label());
+            }
+            if let Some(outcome) = legacy.primary {
+                mirror.metrics().primary(action, outcome);
+            }
+            if let Some(key) = &legacy.announced {
+                mirror.announce_key(key);
+            }
+            if legacy.multipart {
+                mirror.multipart(action, class);
+            }
+            copy = legacy.copy.map(|shares| MirrorCopy {
+                request: body[0].to_vec(),
+                shares,
+                announced: legacy.announced,
+                pinned: None,
+            });
+        }
         if tracing::enabled!(tracing::Level::DEBUG) {
             // Ids and the action only: request bodies are users' private data.
             let request_id = classify::request_id(&body[0]);
-            let action = action_name(self.profile, &classified);
-            debug!(agent = %self.name, action, request_id, token, "forwarding request");
+            debug!(agent = %self.name, action, request_id, "forwarding request");
         }
-        let mirror = self.mirror_copy(&classified, &body, announced);
         let pending = Pending {
             envelope,
             slot,
             received,
             forwarded: received,
-            mirror,
+            mirror: copy,
         };
-        self.forward(token, body, pending)
+        self.forward(body, pending)
     }
 
-    /// A copy of the request, if it is a write the current stage mirrors (or whose key was
-    /// announced: every one of those is mirrored) or a read it shadows, with the share of
-    /// keys that applies. (Whether the request's key is in that share is the mirror's
-    /// business: finding the key means parsing.)
-    fn mirror_copy(
-        &self,
-        classified: &Classified,
-        body: &[Message],
-        announced: Option<String>,
-    ) -> Option<MirrorCopy> {
-        let mirror = self.mirror.as_ref()?;
-        if announced.is_some() {
-            return Some(MirrorCopy {
-                request: body[0].to_vec(),
-                shares: Shares::write(Percent::ALL),
-                announced,
-                pinned: None,
-            });
-        }
-        let flags = self.flags.load();
-        let shares = flags.shares(classified.class, self.profile.reads_change_state())?;
-        if body.len() != 1 {
-            mirror.multipart(action_name(self.profile, classified), classified.class);
-            return None;
-        }
-        Some(MirrorCopy {
-            request: body[0].to_vec(),
-            shares,
-            announced: None,
-            pinned: None,
-        })
+    fn next_token(&mut self) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        token
     }
 
     fn refuse(
@@ -608,7 +547,7 @@ impl Forwarder {
         let reply = guard::reply(self.profile, refusal, &body[0]);
         warn!(agent = %self.name, reason = refusal.as_label(), frames = body.len(), "guard refused a request");
         self.metrics.guard_rejection(refusal);
-        let outcome = match send_reply(&self.frontend, envelope, vec![Message::from(reply)])? {
+        let outcome = match frames::reply(&self.frontend, envelope, vec![Message::from(reply)])? {
             true => Outcome::Refused,
             false => Outcome::Undeliverable,
         };
@@ -617,12 +556,8 @@ impl Forwarder {
     }
 
     /// Sends `[token, "", body…]` to the legacy agent, or stalls it if the socket is full.
-    fn forward(
-        &mut self,
-        token: u64,
-        body: Vec<Message>,
-        pending: Pending<Vec<Message>>,
-    ) -> zmq::Result<()> {
+    fn forward(&mut self, body: Vec<Message>, pending: Pending<Vec<Message>>) -> zmq::Result<()> {
+        let token = self.next_token();
         let mut frames = Vec::with_capacity(body.len() + 2);
         frames.push(Message::from(&token.to_le_bytes()[..]));
         frames.push(Message::new());
@@ -648,7 +583,7 @@ impl Forwarder {
         // Stamped before the send: waking libzmq's I/O thread can preempt this one on a
         // small machine, and that time is not memshift's.
         pending.forwarded = Instant::now();
-        match send_message(&self.backend, frames)? {
+        match frames::send(&self.backend, frames)? {
             None => self.pending.insert(token, pending),
             Some(frames) => self.stalled = Some((token, frames, pending)),
         }
@@ -657,7 +592,7 @@ impl Forwarder {
 
     fn on_legacy_replies(&mut self) -> zmq::Result<()> {
         for _ in 0..BATCH {
-            let Some(frames) = recv_message(&self.backend)? else {
+            let Some(frames) = frames::recv(&self.backend)? else {
                 break;
             };
             self.on_legacy_reply(frames, Instant::now())?;
@@ -681,9 +616,9 @@ impl Forwarder {
         };
         let reply = frames.split_off(2);
         // The reply goes to the client before anything else happens to it.
-        let mirrored = pending.mirror.map(|copy| (copy, reply_copy(&reply)));
+        let mirrored = pending.mirror.map(|copy| (copy, frames::single(&reply)));
         let handed_off = Instant::now();
-        let delivered = send_reply(&self.frontend, pending.envelope, reply)?;
+        let delivered = frames::reply(&self.frontend, pending.envelope, reply)?;
         let outcome = if delivered {
             Outcome::Answered
         } else {
@@ -709,10 +644,12 @@ impl Forwarder {
                     // go to legacy until the orchestrator has it. Also while a rollback
                     // holds: a resume must not serve a read the write has not reached.
                     // (A write that went to legacy first after the orchestrator was
-                    // asked, or while it could have been, was announced already.)
+                    // asked, or while it could have been, was announced already.) The
+                    // stage is the one now, not the request's: a write answered after a
+                    // move into `live` must hold its key's reads back too.
                     let announced = copy.announced.is_some()
                         || (class == Class::Write
-                            && self.flags.load().stage.serves_reads()
+                            && self.flags.load().stage.is_serving()
                             && mirror.announce(&copy.request));
                     let (pinned, at) = match copy.pinned {
                         Some(p) => (p.ids, p.at),
@@ -785,95 +722,9 @@ struct Ready {
     frontend_in: bool,
 }
 
-fn action_name(profile: Profile, classified: &Classified) -> &'static str {
-    action_at(profile, classified.slot(profile)).0
-}
-
 /// The action label and class of a metric slot.
 fn action_at(profile: Profile, slot: usize) -> (&'static str, Class) {
     classify::action_labels(profile)
         .nth(slot)
         .unwrap_or(("?", Class::Other))
-}
-
-/// The bytes of a one-frame reply; `None` for a multipart one.
-fn reply_copy(reply: &[Message]) -> Option<Vec<u8>> {
-    match reply {
-        [frame] => Some(frame.to_vec()),
-        _ => None,
-    }
-}
-
-/// Receives one whole multipart message without waiting; `None` when there is none.
-fn recv_message(socket: &Socket) -> zmq::Result<Option<Vec<Message>>> {
-    let mut frames = Vec::with_capacity(4);
-    loop {
-        let mut frame = Message::new();
-        // Only the first frame can be missing: the rest of a message arrives with it.
-        let flags = if frames.is_empty() { zmq::DONTWAIT } else { 0 };
-        match socket.recv(&mut frame, flags) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) if frames.is_empty() => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        let more = frame.get_more();
-        frames.push(frame);
-        if !more {
-            return Ok(Some(frames));
-        }
-    }
-}
-
-/// Sends a multipart message without waiting. `Some(frames)` back when the socket could not
-/// take it now (its queue is full); once the first frame is accepted the rest always is.
-fn send_message(socket: &Socket, frames: Vec<Message>) -> zmq::Result<Option<Vec<Message>>> {
-    let last = frames.len() - 1;
-    let mut frames = frames.into_iter().enumerate().peekable();
-    while let Some((i, frame)) = frames.next() {
-        let flags = zmq::DONTWAIT | if i < last { zmq::SNDMORE } else { 0 };
-        if i == 0 {
-            // Keep a copy of the first frame: a refused send consumes the message.
-            let first = Message::from(&frame[..]);
-            match socket.send(frame, flags) {
-                Ok(()) => {}
-                Err(zmq::Error::EAGAIN) => {
-                    let mut back = vec![first];
-                    back.extend(frames.map(|(_, f)| f));
-                    return Ok(Some(back));
-                }
-                Err(e) => return Err(e),
-            }
-        } else {
-            socket.send(frame, flags)?;
-        }
-    }
-    Ok(None)
-}
-
-/// Sends `envelope + reply` to a client through the ROUTER. `false` when the client is
-/// gone (EHOSTUNREACH under ROUTER_MANDATORY) or not reading (its queue is full).
-fn send_reply(frontend: &Socket, envelope: Vec<Message>, reply: Vec<Message>) -> zmq::Result<bool> {
-    let mut frames = envelope;
-    frames.extend(reply);
-    match send_message(frontend, frames) {
-        Ok(None) => Ok(true),
-        Ok(Some(_)) | Err(zmq::Error::EHOSTUNREACH) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Liveness of a peer: it must answer heartbeats, and finish its handshake, within
-/// `heartbeat_timeout`. (A frozen agent's kernel still accepts TCP connections; only the
-/// handshake timeout notices that nobody is behind them.)
-fn set_heartbeat(socket: &Socket, settings: &ProxySettings) -> zmq::Result<()> {
-    let timeout = millis(settings.heartbeat_timeout);
-    socket.set_heartbeat_ivl(millis(settings.heartbeat_interval))?;
-    socket.set_heartbeat_timeout(timeout)?;
-    socket.set_handshake_ivl(timeout)?;
-    // Ask the peer to drop us too if our heartbeats stop (e.g. the proxy froze).
-    socket.set_heartbeat_ttl(timeout)
-}
-
-fn millis(d: Duration) -> i32 {
-    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }

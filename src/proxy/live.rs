@@ -5,6 +5,7 @@
 //! The mirror's threads enforce `live.timeout`; the table has a deadline of its own a
 //! little later, so that a thread that never calls back cannot hold a client forever.
 
+use crate::flags::Shares;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,27 +38,49 @@ pub struct LivePending {
     pub received: Instant,
     /// `None` for a read.
     pub write: Option<TakenWrite>,
+    /// A read's copy for the mirror if legacy answers it after all.
+    pub otherwise: Option<Shares>,
     deadline: Instant,
 }
 
 impl LivePending {
-    /// A request the orchestrator was asked to answer within `budget`.
-    pub fn new(
+    /// A read the orchestrator was asked to answer within `budget`.
+    pub fn read(
         envelope: Vec<Message>,
         body: Vec<Message>,
         slot: usize,
         received: Instant,
         budget: Duration,
-        write: Option<TakenWrite>,
     ) -> LivePending {
         LivePending {
             envelope,
             body,
             slot,
             received,
-            write,
+            write: None,
+            otherwise: None,
             deadline: received + budget + MARGIN,
         }
+    }
+
+    /// A write the orchestrator was asked to take first within `budget`.
+    pub fn write(
+        envelope: Vec<Message>,
+        body: Vec<Message>,
+        slot: usize,
+        received: Instant,
+        budget: Duration,
+        taken: TakenWrite,
+    ) -> LivePending {
+        LivePending {
+            write: Some(taken),
+            ..LivePending::read(envelope, body, slot, received, budget)
+        }
+    }
+
+    /// With the copy the mirror gets if legacy answers the read after all.
+    pub fn otherwise(self, otherwise: Option<Shares>) -> LivePending {
+        LivePending { otherwise, ..self }
     }
 }
 

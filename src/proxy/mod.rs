@@ -6,8 +6,10 @@
 //! after that may the ZMQ context be dropped.
 
 mod forwarder;
+mod frames;
 mod inflight;
 mod live;
+pub mod route;
 mod watch;
 
 use crate::config::{AgentConfig, Config};

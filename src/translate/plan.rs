@@ -82,11 +82,14 @@ impl Plan {
     }
 }
 
-/// The plan for `request`, or `None` when its legacy reply cannot be predicted.
-pub fn plan(profile: Profile, request: &[u8]) -> Option<Plan> {
-    let Ok(Value::Object(mut req)) = serde_json::from_slice::<Value>(request) else {
+/// The plan for `request` (its bytes, and `parsed` from them), or `None` when its legacy
+/// reply cannot be predicted. A replay to legacy is the client's very bytes unless the plan
+/// had to rewrite the request.
+pub fn plan(profile: Profile, request: &[u8], parsed: &Value) -> Option<Plan> {
+    let Value::Object(req) = parsed else {
         return None;
     };
+    let mut req = req.clone();
     let action = req.get("action")?.as_str()?.to_owned();
     let predicted = match profile {
         Profile::SessionMemory => session(&action, &mut req)?,
