@@ -2,7 +2,7 @@
 //! snapshot of the agent's flags and what the mirror knows of the request's key. Pure: the
 //! forwarder carries the decision out (frames, sockets, the mirror's queues), and a
 //! decision that cannot be carried out (a full queue) falls back to legacy as
-//! [`Route::legacy`] says.
+//! [`legacy`] says.
 //!
 //! The rules, from `DESIGN.md` and `src/mirror/mod.rs`:
 //! - The guard's refusals never reach the agent.
