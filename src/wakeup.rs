@@ -135,3 +135,37 @@ impl<T> BoundedSender<T> {
         Ok(())
     }
 }
+
+/// What a worker thread's queue carries: work, or the order to stop.
+pub enum Job<T> {
+    Work(Box<T>),
+    Stop,
+}
+
+/// The producers' end of a worker's bounded queue: they offer work; only the worker's owner
+/// sends [`Job::Stop`], on the queue's [`WakeSender`].
+pub struct WorkSender<T>(BoundedSender<Job<T>>);
+
+impl<T> Clone for WorkSender<T> {
+    fn clone(&self) -> Self {
+        WorkSender(self.0.clone())
+    }
+}
+
+impl<T> WorkSender<T> {
+    /// Bounds `tx` at `capacity` jobs; the [`Backlog`] is for the worker.
+    pub fn new(tx: WakeSender<Job<T>>, capacity: usize) -> (WorkSender<T>, Backlog) {
+        let (sender, backlog) = BoundedSender::new(tx, capacity);
+        (WorkSender(sender), backlog)
+    }
+
+    /// Queues `work`; gives it back when the queue is full.
+    pub fn offer(&self, work: T) -> Result<(), Box<T>> {
+        self.0
+            .offer(Job::Work(Box::new(work)))
+            .map_err(|job| match job {
+                Job::Work(w) => w,
+                Job::Stop => unreachable!("only work is offered"),
+            })
+    }
+}

@@ -4,10 +4,16 @@
 //! fresh socket after a timeout (the orchestrator may have restarted).
 
 use super::prepare::Batch;
-use crate::mirror::link;
+use crate::link;
 use crate::translate::Origin;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// 200 ms before the first retry, doubling, at most 10 s.
+const RETRY: crate::backoff::Backoff = crate::backoff::Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(10),
+};
 
 /// How the sender behaves.
 #[derive(Clone, Debug)]
@@ -298,9 +304,7 @@ impl Sender {
             self.settle(flight.job, flight.op, Outcome::Failed(why));
             return;
         }
-        // 100 ms, doubling, at most 10 s, with jitter.
-        let base = 100u64 << flight.attempts.min(7);
-        let backoff = Duration::from_millis(base.min(10_000) / 2 + fastrand::u64(0..=base / 2));
+        let backoff = RETRY.delay(flight.attempts + 1);
         self.later.push((
             Instant::now() + backoff,
             flight.job,

@@ -52,6 +52,16 @@ pub struct MirrorSettings {
     pub nice: i32,
 }
 
+impl MirrorSettings {
+    /// The deliverers' retry schedule.
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff {
+            base: self.backoff_base,
+            max: self.backoff_max,
+        }
+    }
+}
+
 impl Default for MirrorSettings {
     fn default() -> Self {
         MirrorSettings {

@@ -24,9 +24,9 @@
 //! Settlements are written to the outbox in one transaction per loop turn.
 
 use super::activity::KeyActivity;
-use super::link;
-use super::{Signal, backoff};
+use super::messages::ToDeliverer;
 use crate::config::MirrorSettings;
+use crate::link;
 use crate::metrics::{DeliveryOutcome, MirrorMetrics};
 use crate::outbox::{Entry, Outbox, Settled};
 use crate::wakeup::WakeReceiver;
@@ -130,7 +130,7 @@ impl Deliverer {
     }
 
     /// Delivers until told to stop (the proxy's deliverer thread).
-    pub fn run(mut self, signals: WakeReceiver<Signal>) {
+    pub fn run(mut self, signals: WakeReceiver<ToDeliverer>) {
         let mut stop: Option<Instant> = None;
         loop {
             let now = Instant::now();
@@ -144,8 +144,8 @@ impl Deliverer {
             if wake {
                 for signal in signals.drain() {
                     match signal {
-                        Signal::Appended => self.next_check = Instant::now(),
-                        Signal::Stop { grace } => {
+                        ToDeliverer::Appended => self.next_check = Instant::now(),
+                        ToDeliverer::Stop { grace } => {
                             let grace = grace.min(self.settings.timeout);
                             stop.get_or_insert(Instant::now() + grace);
                         }
@@ -398,7 +398,7 @@ impl Deliverer {
         self.metrics
             .delivery(&entry.action, DeliveryOutcome::Retried, rtt);
         self.report.retried += 1;
-        let backoff = backoff(&self.settings, attempts);
+        let backoff = self.settings.backoff().delay(attempts);
         self.settled.push(Settled::Retry {
             id: entry.id,
             attempts,
@@ -423,7 +423,7 @@ impl Deliverer {
 
     fn enter_outage(&mut self, now: Instant) {
         let failures = self.outage.as_ref().map_or(0, |o| o.failures) + 1;
-        let until = now + backoff(&self.settings, failures);
+        let until = now + self.settings.backoff().delay(failures);
         if self.outage.is_none() {
             warn!(agent = %self.agent, orchestrator = %self.settings.orchestrator,
                 "the orchestrator does not answer: deliveries paused, probing with one at a time");
@@ -499,35 +499,5 @@ impl Deliverer {
                 "stopping with deliveries unanswered; they stay in the outbox");
         }
         self.refresh_stats();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_at_most_half_taken_off() {
-        let settings = MirrorSettings {
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(1),
-            ..MirrorSettings::default()
-        };
-        for (n, full) in [
-            (1, 100),
-            (2, 200),
-            (3, 400),
-            (4, 800),
-            (5, 1000),
-            (60, 1000),
-        ] {
-            for _ in 0..50 {
-                let b = backoff(&settings, n).as_secs_f64() * 1000.0;
-                assert!(
-                    (full as f64 / 2.0 - 1e-6..=full as f64 + 1e-6).contains(&b),
-                    "attempt {n}: {b} ms"
-                );
-            }
-        }
     }
 }

@@ -5,15 +5,17 @@
 //! 1. The **forwarder**, once it has sent a write's legacy reply to the client, offers the
 //!    request and reply bytes to a bounded queue ([`MirrorSender::offer`]); a full queue
 //!    drops the write and counts it, the forwarder never waits.
-//! 2. The **writer** ([`writer`]) takes them in batches, asks the profile what each means
+//! 2. The **intake** ([`intake`]) takes them in batches, asks the profile what each means
 //!    ([`crate::translate`]), keeps the keys inside `mirror_percent`, and appends the
 //!    operations to the outbox in one transaction per batch; then it wakes the deliverer.
+//!    Reads it hands to the **shadow reader** ([`shadow`]), which asks the orchestrator and
+//!    compares (the same thread answers live reads for the forwarder).
 //! 3. The **deliverer** ([`deliver`]) sends each key's oldest pending operation to the
 //!    orchestrator over a DEALER, one per key and up to `max_in_flight` keys at once, and
 //!    settles each answer: delivered (deleted), retried with backoff, or dead-lettered.
 //!
 //! Ordering per key holds end to end: one forwarder thread sees a legacy agent's replies in
-//! the order the agent applied them, the queue and the writer keep that order, and the
+//! the order the agent applied them, the queue and the intake keep that order, and the
 //! deliverer never has two operations of a key out at once.
 //!
 //! From `rampdown` on, the direction turns: the **primary writer** ([`primary`]) has the
@@ -25,56 +27,38 @@
 //! orchestrator is behind (the forward outbox), legacy goes first. So neither side ever
 //! gets a key's writes out of order, and no read is answered by a side missing a write the
 //! client saw accepted.
+//!
+//! The threads hand each other only the types of [`messages`] (a leaf) and the key state of
+//! [`activity`]; this module opens the outboxes, starts each thread (one spawn function
+//! each) and stops them in order.
 
 mod activity;
 mod deliver;
-pub mod link;
+mod intake;
+mod messages;
 mod primary;
 mod reverse;
 mod shadow;
-mod writer;
 
 pub use activity::KeyActivity;
 pub use deliver::{Deliverer, DeliveryReport};
+pub use messages::{Exchange, Fallback, Served, ToDeliverer};
 pub use primary::{Write, Written};
 pub use reverse::Replay;
-pub use shadow::{Fallback, Served};
 
 use crate::config::{AgentConfig, Durability, LiveSettings, MirrorSettings, ShadowSettings};
-use crate::flags::Shares;
 use crate::metrics::{DropReason, MirrorMetrics, SkipReason, WriteOutcome};
 use crate::outbox::{DeliveryLock, Outbox};
 use crate::profile::Class;
 use crate::translate::MirrorOp;
-use crate::wakeup::{self, WakeSender};
+use crate::wakeup::{self, Job, WakeSender};
 use anyhow::{Context as _, anyhow};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, TrySendError};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// One request and the legacy reply to it, handed from the forwarder to the writer: a
-/// write to mirror, or a read to compare (and, for a profile whose reads change its state,
-/// to mirror for that change).
-pub struct Exchange {
-    pub class: Class,
-    /// The legacy action (from the profile's table).
-    pub action: &'static str,
-    pub request: Vec<u8>,
-    pub reply: Vec<u8>,
-    /// When the forwarder saw the reply (or, for a write the orchestrator was asked to
-    /// take first, when it was asked: the time it was given then).
-    pub at: DateTime<Utc>,
-    /// `mirror_percent` and `shadow_percent` as they apply to it when the request arrived.
-    pub shares: Shares,
-    /// A write whose key was announced to the key activity ([`MirrorSender::announce`]).
-    pub announced: bool,
-    /// Ids for the memories the write creates, chosen when the orchestrator was asked to
-    /// take it first (it may have, before it went silent): empty otherwise.
-    pub pinned: Vec<String>,
-}
 
 /// The forwarder's end of the mirror: the hand-off queue, and reads served by the
 /// orchestrator.
@@ -227,27 +211,29 @@ impl MirrorSender {
     }
 }
 
-/// What the deliverer thread is told.
-#[derive(Debug)]
-pub enum Signal {
-    /// New entries are in the outbox.
-    Appended,
-    /// Send nothing more; wait at most `grace` for the answers of what is out, then exit.
-    Stop { grace: Duration },
-}
-
 /// The writer, deliverer, shadow reader, primary writer and reverse deliverer of one agent.
 pub struct RunningMirror {
     agent: String,
     writer: JoinHandle<()>,
-    deliverer: JoinHandle<()>,
-    shadow: JoinHandle<()>,
-    primary: JoinHandle<()>,
-    reverse: JoinHandle<()>,
-    signal: WakeSender<Signal>,
-    shadow_signal: WakeSender<shadow::ShadowMessage>,
-    primary_signal: WakeSender<primary::PrimaryMessage>,
-    reverse_signal: WakeSender<Signal>,
+    deliverer: Thread<ToDeliverer>,
+    shadow: Thread<Job<shadow::Sample>>,
+    primary: Thread<Job<primary::Write>>,
+    reverse: Thread<ToDeliverer>,
+}
+
+/// A thread of the mirror, and how to wake it (and tell it to stop).
+struct Thread<M> {
+    handle: JoinHandle<()>,
+    wake: WakeSender<M>,
+}
+
+/// What the mirror's threads are started with.
+struct Parts<'a> {
+    ctx: &'a zmq::Context,
+    agent: &'a AgentConfig,
+    settings: &'a MirrorSettings,
+    live: &'a LiveSettings,
+    metrics: &'a Arc<MirrorMetrics>,
 }
 
 /// Opens `agent`'s outboxes and starts its mirror's threads.
@@ -264,6 +250,13 @@ pub fn start(
     flags: crate::flags::SharedFlags,
     metrics: Arc<MirrorMetrics>,
 ) -> anyhow::Result<(MirrorSender, RunningMirror)> {
+    let parts = Parts {
+        ctx,
+        agent,
+        settings,
+        live,
+        metrics: &metrics,
+    };
     let path = Outbox::path(&settings.data_dir, &agent.name);
     let lock = DeliveryLock::acquire(&path).map_err(|e| anyhow!(e))?;
     let writer_outbox = Outbox::<MirrorOp>::open(&path, settings.durability)?;
@@ -276,112 +269,34 @@ pub fn start(
     for (key, n) in deliverer_outbox.pending_keys()? {
         activity.restored(&key, n);
     }
-    let (shadow_signal, shadow_rx) =
-        wakeup::channel().context("creating the shadow reader's wake pipe")?;
-    let (reader, shadow_tx) = shadow::ShadowReader::new(
-        ctx,
-        &agent.name,
-        agent.profile,
-        settings.orchestrator.as_str(),
-        shadow_settings.clone(),
-        live.clone(),
-        activity.clone(),
-        metrics.clone(),
-        shadow_signal.clone(),
-    )?;
-    let shadow = std::thread::Builder::new()
-        .name(format!("shadow-{}", agent.name))
-        .spawn(move || reader.run(shadow_rx))
-        .context("spawning the shadow reader")?;
-    let reverse_path = Outbox::reverse_path(&settings.data_dir, &agent.name);
-    let reverse_lock = DeliveryLock::acquire(&reverse_path).map_err(|e| anyhow!(e))?;
-    let reverse_outbox = Outbox::<Replay>::open(&reverse_path, Durability::Normal)?;
-    let reverse = Arc::new(KeyActivity::new());
-    for (key, n) in reverse_outbox.pending_keys()? {
-        reverse.restored(&key, n);
-    }
+    let (shadow, shadow_tx) = spawn_shadow(&parts, shadow_settings, &activity)?;
+    let (reverse, reverse_activity) = spawn_reverse(&parts, flags)?;
     let taking = Arc::new(KeyActivity::new());
-    let (reverse_signal, reverse_rx) =
-        wakeup::channel().context("creating the reverse deliverer's wake pipe")?;
-    let reverse_deliverer = reverse::ReverseDeliverer {
-        agent: agent.name.clone(),
-        profile: agent.profile,
-        ctx: ctx.clone(),
-        legacy: agent.legacy.to_string(),
-        outbox: reverse_outbox,
-        settings: settings.clone(),
-        flags,
-        activity: reverse.clone(),
-        metrics: metrics.clone(),
-    };
-    let reverse_thread = std::thread::Builder::new()
-        .name(format!("reverse-{}", agent.name))
-        .spawn(move || {
-            let _lock = reverse_lock;
-            reverse_deliverer.run(reverse_rx);
-        })
-        .context("spawning the reverse deliverer")?;
-    let (primary_signal, primary_rx) =
-        wakeup::channel().context("creating the primary writer's wake pipe")?;
-    let parts = primary::PrimaryParts {
-        agent: agent.name.clone(),
-        orchestrator: settings.orchestrator.to_string(),
-        queue: settings.queue,
-        outbox: Outbox::<Replay>::open(&reverse_path, settings.durability)?,
-        max_pending: settings.max_pending,
-        taking: taking.clone(),
-        reverse: reverse.clone(),
-        metrics: metrics.clone(),
-        wake_reverse: reverse_signal.clone(),
-        session_lifetime: live.session_lifetime,
-    };
-    let (primary_writer, primary_tx) =
-        primary::PrimaryWriter::new(ctx, parts, primary_signal.clone())?;
-    let primary_thread = std::thread::Builder::new()
-        .name(format!("primary-{}", agent.name))
-        .spawn(move || primary_writer.run(primary_rx))
-        .context("spawning the primary writer")?;
-    let (signal, signal_rx) = wakeup::channel().context("creating the mirror's wake pipe")?;
-    let (tx, rx) = mpsc::sync_channel(settings.queue);
-
-    let deliverer = Deliverer::new(
-        ctx,
-        &agent.name,
-        deliverer_outbox,
-        settings.clone(),
-        pending.clone(),
-        metrics.clone(),
-    )?
-    .with_activity(activity.clone());
-    let nice = settings.nice;
-    let deliverer = std::thread::Builder::new()
-        .name(format!("mirror-{}", agent.name))
-        .spawn(move || {
-            let _lock = lock;
-            lower_priority(nice);
-            deliverer.run(signal_rx);
-        })
-        .context("spawning the mirror's deliverer")?;
-    let writer = writer::Writer {
+    let (primary, primary_tx) = spawn_primary(&parts, &taking, &reverse_activity, &reverse)?;
+    let deliverer = spawn_deliverer(&parts, lock, deliverer_outbox, &pending, &activity)?;
+    let writer = intake::Intake {
         agent: agent.name.clone(),
         profile: agent.profile,
         outbox: writer_outbox,
         max_pending: settings.max_pending,
         pending,
         metrics: metrics.clone(),
-        wake: signal.clone(),
+        wake: deliverer.wake.clone(),
         activity: activity.clone(),
         shadow: shadow_tx.clone(),
-        reverse: reverse.clone(),
+        reverse: reverse_activity.clone(),
         effects: Default::default(),
     };
-    let writer = std::thread::Builder::new()
-        .name(format!("outbox-{}", agent.name))
-        .spawn(move || {
+    let (tx, rx) = mpsc::sync_channel(settings.queue);
+    let nice = settings.nice;
+    let writer = spawn(
+        format!("outbox-{}", agent.name),
+        "the outbox writer",
+        move || {
             lower_priority(nice);
             writer.run(rx);
-        })
-        .context("spawning the outbox writer")?;
+        },
+    )?;
     tracing::info!(agent = %agent.name, outbox = %path.display(), pending = stats.pending,
         dead = stats.dead, orchestrator = %settings.orchestrator, "mirroring writes");
     Ok((
@@ -393,7 +308,7 @@ pub fn start(
             reader: shadow_tx,
             live_budget: live.timeout,
             primary: primary_tx,
-            reverse,
+            reverse: reverse_activity,
             taking,
         },
         RunningMirror {
@@ -401,23 +316,133 @@ pub fn start(
             writer,
             deliverer,
             shadow,
-            primary: primary_thread,
-            reverse: reverse_thread,
-            signal,
-            shadow_signal,
-            primary_signal,
-            reverse_signal,
+            primary,
+            reverse,
         },
     ))
 }
 
-/// `base · 2^(n-1)`, capped at `max`, less up to half of it at random (so that many
-/// proxies recovering together do not retry in step).
-fn backoff(settings: &MirrorSettings, n: u32) -> Duration {
-    let base = settings.backoff_base.as_secs_f64();
-    let full = (base * 2f64.powi(n.saturating_sub(1).min(30) as i32))
-        .min(settings.backoff_max.as_secs_f64());
-    Duration::from_secs_f64(full * (1.0 - fastrand::f64() / 2.0))
+/// Spawns a named thread.
+fn spawn(
+    name: String,
+    what: &str,
+    run: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(run)
+        .with_context(|| format!("spawning {what}"))
+}
+
+/// The shadow reader: the orchestrator's answers to reads, compared or served.
+fn spawn_shadow(
+    p: &Parts,
+    settings: &ShadowSettings,
+    activity: &Arc<KeyActivity>,
+) -> anyhow::Result<(Thread<Job<shadow::Sample>>, shadow::ShadowSender)> {
+    let (wake, rx) = wakeup::channel().context("creating the shadow reader's wake pipe")?;
+    let (reader, tx) = shadow::ShadowReader::new(
+        p.ctx,
+        &p.agent.name,
+        p.agent.profile,
+        p.settings.orchestrator.as_str(),
+        settings.clone(),
+        p.live.clone(),
+        activity.clone(),
+        p.metrics.clone(),
+        wake.clone(),
+    )?;
+    let name = format!("shadow-{}", p.agent.name);
+    let handle = spawn(name, "the shadow reader", move || reader.run(rx))?;
+    Ok((Thread { handle, wake }, tx))
+}
+
+/// The reverse deliverer: writes the orchestrator took first, replayed to legacy. Also the
+/// keys with writes in its outbox.
+fn spawn_reverse(
+    p: &Parts,
+    flags: crate::flags::SharedFlags,
+) -> anyhow::Result<(Thread<ToDeliverer>, Arc<KeyActivity>)> {
+    let path = Outbox::reverse_path(&p.settings.data_dir, &p.agent.name);
+    let lock = DeliveryLock::acquire(&path).map_err(|e| anyhow!(e))?;
+    let outbox = Outbox::<Replay>::open(&path, Durability::Normal)?;
+    let activity = Arc::new(KeyActivity::new());
+    for (key, n) in outbox.pending_keys()? {
+        activity.restored(&key, n);
+    }
+    let (wake, rx) = wakeup::channel().context("creating the reverse deliverer's wake pipe")?;
+    let deliverer = reverse::ReverseDeliverer {
+        agent: p.agent.name.clone(),
+        profile: p.agent.profile,
+        ctx: p.ctx.clone(),
+        legacy: p.agent.legacy.to_string(),
+        outbox,
+        settings: p.settings.clone(),
+        flags,
+        activity: activity.clone(),
+        metrics: p.metrics.clone(),
+    };
+    let name = format!("reverse-{}", p.agent.name);
+    let handle = spawn(name, "the reverse deliverer", move || {
+        let _lock = lock;
+        deliverer.run(rx);
+    })?;
+    Ok((Thread { handle, wake }, activity))
+}
+
+/// The primary writer: writes the orchestrator takes first, into the reverse outbox.
+fn spawn_primary(
+    p: &Parts,
+    taking: &Arc<KeyActivity>,
+    reverse_activity: &Arc<KeyActivity>,
+    reverse: &Thread<ToDeliverer>,
+) -> anyhow::Result<(Thread<Job<primary::Write>>, primary::PrimarySender)> {
+    let (wake, rx) = wakeup::channel().context("creating the primary writer's wake pipe")?;
+    let reverse_path = Outbox::reverse_path(&p.settings.data_dir, &p.agent.name);
+    let parts = primary::PrimaryParts {
+        agent: p.agent.name.clone(),
+        orchestrator: p.settings.orchestrator.to_string(),
+        queue: p.settings.queue,
+        outbox: Outbox::<Replay>::open(&reverse_path, p.settings.durability)?,
+        max_pending: p.settings.max_pending,
+        taking: taking.clone(),
+        reverse: reverse_activity.clone(),
+        metrics: p.metrics.clone(),
+        wake_reverse: reverse.wake.clone(),
+        session_lifetime: p.live.session_lifetime,
+    };
+    let (writer, tx) = primary::PrimaryWriter::new(p.ctx, parts, wake.clone())?;
+    let name = format!("primary-{}", p.agent.name);
+    let handle = spawn(name, "the primary writer", move || writer.run(rx))?;
+    Ok((Thread { handle, wake }, tx))
+}
+
+/// The deliverer: the outbox, in order per key, to the orchestrator.
+fn spawn_deliverer(
+    p: &Parts,
+    lock: DeliveryLock,
+    outbox: Outbox<MirrorOp>,
+    pending: &Arc<AtomicU64>,
+    activity: &Arc<KeyActivity>,
+) -> anyhow::Result<Thread<ToDeliverer>> {
+    let (wake, rx) = wakeup::channel().context("creating the mirror's wake pipe")?;
+    let deliverer = Deliverer::new(
+        p.ctx,
+        &p.agent.name,
+        outbox,
+        p.settings.clone(),
+        pending.clone(),
+        p.metrics.clone(),
+    )?
+    .with_activity(activity.clone());
+    let nice = p.settings.nice;
+    let name = format!("mirror-{}", p.agent.name);
+    let handle = spawn(name, "the mirror's deliverer", move || {
+        let _lock = lock;
+        lower_priority(nice);
+        deliverer.run(rx);
+    })?;
+    Ok(Thread { handle, wake })
 }
 
 /// Gives the calling thread (only it: on Linux a thread has its own nice value) the nice
@@ -446,16 +471,16 @@ impl RunningMirror {
     /// A thread panicked.
     pub fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
         let writer = self.writer.join();
-        self.shadow_signal.send(shadow::ShadowMessage::Stop);
-        self.primary_signal.send(primary::PrimaryMessage::Stop);
-        self.signal.send(Signal::Stop { grace });
-        self.reverse_signal.send(Signal::Stop { grace });
+        self.shadow.wake.send(Job::Stop);
+        self.primary.wake.send(Job::Stop);
+        self.deliverer.wake.send(ToDeliverer::Stop { grace });
+        self.reverse.wake.send(ToDeliverer::Stop { grace });
         let joined = [
             writer,
-            self.shadow.join(),
-            self.primary.join(),
-            self.deliverer.join(),
-            self.reverse.join(),
+            self.shadow.handle.join(),
+            self.primary.handle.join(),
+            self.deliverer.handle.join(),
+            self.reverse.handle.join(),
         ];
         if joined.iter().all(Result::is_ok) {
             Ok(())

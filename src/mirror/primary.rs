@@ -19,13 +19,13 @@
 //! `claim` is taken either here or by the forwarder giving up on this thread, never both.
 
 use super::activity::KeyActivity;
-use super::link;
+use super::messages::{Fallback, ToDeliverer};
 use super::reverse::Replay;
-use super::{Fallback, Signal};
+use crate::link;
 use crate::metrics::{DropReason, MirrorMetrics, PrimaryOutcome};
 use crate::outbox::{NewEntry, Outbox};
 use crate::translate::{MirrorOp, Plan, Refusal};
-use crate::wakeup::{Backlog, BoundedSender, WakeReceiver, WakeSender};
+use crate::wakeup::{Backlog, Job, WakeReceiver, WakeSender, WorkSender};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -58,26 +58,8 @@ pub enum Written {
     Unanswered,
 }
 
-pub enum PrimaryMessage {
-    Write(Box<Write>),
-    Stop,
-}
-
 /// The forwarder's end of the primary writer's queue.
-#[derive(Clone)]
-pub struct PrimarySender(BoundedSender<PrimaryMessage>);
-
-impl PrimarySender {
-    /// Queues a write; gives it back when the queue is full.
-    pub fn offer(&self, write: Write) -> Result<(), Box<Write>> {
-        self.0
-            .offer(PrimaryMessage::Write(Box::new(write)))
-            .map_err(|m| match m {
-                PrimaryMessage::Write(w) => w,
-                PrimaryMessage::Stop => unreachable!("only writes are offered"),
-            })
-    }
-}
+pub type PrimarySender = WorkSender<Write>;
 
 /// A key's write in progress: its next operation, and when it is given up on.
 struct Running {
@@ -98,7 +80,7 @@ pub struct PrimaryWriter {
     /// Keys with writes in the reverse outbox: legacy is behind on them.
     reverse: Arc<KeyActivity>,
     metrics: Arc<MirrorMetrics>,
-    wake_reverse: WakeSender<Signal>,
+    wake_reverse: WakeSender<ToDeliverer>,
     backlog: Backlog,
     /// The keys with a write running, or applied and not yet in the reverse outbox, each
     /// with the writes waiting behind it.
@@ -121,7 +103,7 @@ pub struct PrimaryParts {
     pub taking: Arc<KeyActivity>,
     pub reverse: Arc<KeyActivity>,
     pub metrics: Arc<MirrorMetrics>,
-    pub wake_reverse: WakeSender<Signal>,
+    pub wake_reverse: WakeSender<ToDeliverer>,
     /// session_memory's "hour" (`live.session_lifetime`).
     pub session_lifetime: std::time::Duration,
 }
@@ -132,10 +114,10 @@ impl PrimaryWriter {
     pub fn new(
         ctx: &zmq::Context,
         parts: PrimaryParts,
-        signals: WakeSender<PrimaryMessage>,
+        signals: WakeSender<Job<Write>>,
     ) -> anyhow::Result<(PrimaryWriter, PrimarySender)> {
         let socket = link::connect(ctx, &parts.orchestrator)?;
-        let (sender, backlog) = BoundedSender::new(signals, parts.queue);
+        let (sender, backlog) = WorkSender::new(signals, parts.queue);
         Ok((
             PrimaryWriter {
                 agent: parts.agent,
@@ -154,12 +136,12 @@ impl PrimaryWriter {
                 next_request: 0,
                 applied: Vec::new(),
             },
-            PrimarySender(sender),
+            sender,
         ))
     }
 
     /// Takes writes until told to stop; what is still running then falls back to legacy.
-    pub fn run(mut self, signals: WakeReceiver<PrimaryMessage>) {
+    pub fn run(mut self, signals: WakeReceiver<Job<Write>>) {
         loop {
             let now = Instant::now();
             self.expire(now);
@@ -172,11 +154,11 @@ impl PrimaryWriter {
             if ready.woken {
                 for message in signals.drain() {
                     match message {
-                        PrimaryMessage::Write(w) => {
+                        Job::Work(w) => {
                             self.backlog.taken();
                             self.enqueue(w);
                         }
-                        PrimaryMessage::Stop => {
+                        Job::Stop => {
                             // After the forwarder has gone: nobody is left to answer.
                             self.flush();
                             info!(agent = %self.agent, unfinished = self.running.len(), "primary writer stopped");
@@ -387,7 +369,7 @@ impl PrimaryWriter {
                     for e in &entries {
                         self.reverse.appended(&e.key, 1);
                     }
-                    self.wake_reverse.send(Signal::Appended);
+                    self.wake_reverse.send(ToDeliverer::Appended);
                 }
                 Err(e) => {
                     error!(agent = %self.agent, writes = entries.len(),

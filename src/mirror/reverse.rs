@@ -19,10 +19,10 @@
 //! resumes as soon as the stage steps back or a rollback holds.
 
 use super::activity::KeyActivity;
-use super::link;
-use super::{Signal, backoff};
+use super::messages::ToDeliverer;
 use crate::config::MirrorSettings;
 use crate::flags::SharedFlags;
+use crate::link;
 use crate::metrics::{MirrorMetrics, ReplayOutcome};
 use crate::outbox::{Entry, Operation, Outbox, Settled};
 use crate::profile::Profile;
@@ -70,128 +70,193 @@ pub(super) struct ReverseDeliverer {
 
 impl ReverseDeliverer {
     /// Replays until told to stop.
-    pub fn run(self, signals: WakeReceiver<Signal>) {
-        let ReverseDeliverer {
-            agent,
-            profile,
-            ctx,
-            legacy,
-            mut outbox,
-            settings,
-            flags,
-            activity,
-            metrics,
-        } = self;
-        let mut socket = match link::connect(&ctx, &legacy) {
+    pub fn run(self, signals: WakeReceiver<ToDeliverer>) {
+        let socket = match link::connect(&self.ctx, &self.legacy) {
             Ok(s) => s,
             Err(e) => {
-                error!(agent = %agent, "connecting the reverse deliverer to legacy: {e}");
+                error!(agent = %self.agent, "connecting the reverse deliverer to legacy: {e}");
                 return;
             }
         };
-        let mut out: Option<Out> = None;
-        let mut token = 0u64;
-        let mut next_stats = Instant::now();
-        let mut stop: Option<Instant> = None;
-        let mut paused_logged = false;
-        let this = Parts {
-            agent: &agent,
-            profile,
-            activity: &activity,
-            metrics: &metrics,
-            settings: &settings,
+        let mut r = Replaying {
+            d: self,
+            socket,
+            out: None,
+            token: 0,
+            next_stats: Instant::now(),
+            stop: None,
+            paused_logged: false,
         };
         loop {
             let now = Instant::now();
-            if let Some(deadline) = stop
-                && (out.is_none() || now >= deadline)
-            {
+            if r.finished(now) {
                 break;
             }
-            if let Some(o) = out.take_if(|o| o.deadline <= now) {
-                warn!(agent = %agent, entry = o.entry.id, "legacy did not answer a replayed write in time; it will be tried again");
-                this.settle(&mut outbox, o.entry, None);
-                // A fresh socket: the old one's late answer must not be taken for the next.
-                match link::connect(&ctx, &legacy) {
-                    Ok(s) => socket = s,
-                    Err(e) => error!(agent = %agent, "reconnecting to legacy: {e}"),
-                }
+            r.expire(now);
+            r.send_next(now);
+            r.tick(now);
+            let Some((answers, woken)) = r.poll(&signals, now) else {
+                continue;
+            };
+            if answers {
+                r.on_answers();
             }
-            let delivering = flags.load().delivers_to_legacy();
-            if !delivering && !paused_logged {
-                info!(agent = %agent, "complete: writes for legacy are kept, not delivered");
-            }
-            paused_logged = !delivering;
-            if out.is_none() && delivering && stop.is_none() {
-                match outbox.heads(Utc::now(), 1, |_| false) {
-                    Ok(heads) => {
-                        if let Some(entry) = heads.into_iter().next() {
-                            token += 1;
-                            let sent = socket
-                                .send(&token.to_le_bytes()[..], zmq::SNDMORE | zmq::DONTWAIT)
-                                .and_then(|()| socket.send("", zmq::SNDMORE | zmq::DONTWAIT))
-                                .and_then(|()| {
-                                    socket.send(entry.op.request.as_bytes(), zmq::DONTWAIT)
-                                });
-                            // Not sent: no connection (ZMQ_IMMEDIATE); tried again at the next
-                            // tick or wake-up.
-                            if sent.is_ok() {
-                                out = Some(Out {
-                                    entry,
-                                    token,
-                                    deadline: now + settings.timeout,
-                                });
-                            }
-                        }
-                    }
-                    Err(e) => error!(agent = %agent, "reading the reverse outbox: {e}"),
-                }
-            }
-            if now >= next_stats {
-                next_stats = now + TICK;
-                this.refresh(&outbox);
-            }
-            let mut until = next_stats;
-            if let Some(o) = &out {
-                until = until.min(o.deadline);
-            }
-            if let Some(t) = stop {
-                until = until.min(t);
-            }
-            let timeout = until.saturating_duration_since(now).as_millis() as i64;
-            let mut items = [
-                socket.as_poll_item(zmq::POLLIN),
-                zmq::PollItem::from_fd(signals.fd(), zmq::POLLIN),
-            ];
-            match zmq::poll(&mut items, timeout) {
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(e) => {
-                    error!(agent = %agent, "polling the legacy socket: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            }
-            if items[0].is_readable() {
-                while let Ok(frames) = socket.recv_multipart(zmq::DONTWAIT) {
-                    let Some(o) = out.take_if(|o| answers(&frames, o.token)) else {
-                        continue;
-                    };
-                    let reply = frames.last().map(Vec::as_slice).unwrap_or_default();
-                    this.settle(&mut outbox, o.entry, Some(reply));
-                }
-            }
-            if items[1].is_readable() {
-                for signal in signals.drain() {
-                    if let Signal::Stop { grace } = signal {
-                        stop.get_or_insert(Instant::now() + grace.min(settings.timeout));
-                    }
-                }
+            if woken {
+                r.on_signals(&signals);
             }
         }
-        if let Some(o) = out {
-            info!(agent = %agent, entry = o.entry.id, "stopping with a replay unanswered; it stays in the reverse outbox");
+        r.finish();
+    }
+}
+
+/// A running reverse deliverer: at most one replay out at a time.
+struct Replaying {
+    d: ReverseDeliverer,
+    socket: zmq::Socket,
+    out: Option<Out>,
+    token: u64,
+    next_stats: Instant,
+    /// Set once told to stop: exit when nothing is out, or at this time.
+    stop: Option<Instant>,
+    paused_logged: bool,
+}
+
+impl Replaying {
+    fn finished(&self, now: Instant) -> bool {
+        self.stop
+            .is_some_and(|deadline| self.out.is_none() || now >= deadline)
+    }
+
+    /// A replay unanswered in time is tried again, later, on a fresh socket.
+    fn expire(&mut self, now: Instant) {
+        let Some(o) = self.out.take_if(|o| o.deadline <= now) else {
+            return;
+        };
+        warn!(agent = %self.d.agent, entry = o.entry.id, "legacy did not answer a replayed write in time; it will be tried again");
+        self.settle(o.entry, None);
+        // A fresh socket: the old one's late answer must not be taken for the next.
+        match link::connect(&self.d.ctx, &self.d.legacy) {
+            Ok(s) => self.socket = s,
+            Err(e) => error!(agent = %self.d.agent, "reconnecting to legacy: {e}"),
         }
-        this.refresh(&outbox);
+    }
+
+    /// Sends the oldest pending replay when none is out (and the stage delivers to legacy).
+    fn send_next(&mut self, now: Instant) {
+        let delivering = self.d.flags.load().delivers_to_legacy();
+        if !delivering && !self.paused_logged {
+            info!(agent = %self.d.agent, "complete: writes for legacy are kept, not delivered");
+        }
+        self.paused_logged = !delivering;
+        if self.out.is_some() || !delivering || self.stop.is_some() {
+            return;
+        }
+        let entry = match self.d.outbox.heads(Utc::now(), 1, |_| false) {
+            Ok(heads) => heads.into_iter().next(),
+            Err(e) => {
+                error!(agent = %self.d.agent, "reading the reverse outbox: {e}");
+                None
+            }
+        };
+        let Some(entry) = entry else {
+            return;
+        };
+        self.token += 1;
+        let socket = &self.socket;
+        let sent = socket
+            .send(&self.token.to_le_bytes()[..], zmq::SNDMORE | zmq::DONTWAIT)
+            .and_then(|()| socket.send("", zmq::SNDMORE | zmq::DONTWAIT))
+            .and_then(|()| socket.send(entry.op.request.as_bytes(), zmq::DONTWAIT));
+        // Not sent: no connection (ZMQ_IMMEDIATE); tried again at the next tick or wake-up.
+        if sent.is_ok() {
+            self.out = Some(Out {
+                entry,
+                token: self.token,
+                deadline: now + self.d.settings.timeout,
+            });
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if now >= self.next_stats {
+            self.next_stats = now + TICK;
+            self.parts().refresh(&self.d.outbox);
+        }
+    }
+
+    /// Waits for an answer, a wake-up or the next deadline: which of the first two came;
+    /// `None` when polling failed (logged; after a pause, the loop goes on).
+    fn poll(&self, signals: &WakeReceiver<ToDeliverer>, now: Instant) -> Option<(bool, bool)> {
+        let until = [
+            Some(self.next_stats),
+            self.out.as_ref().map(|o| o.deadline),
+            self.stop,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_stats);
+        let timeout = until.saturating_duration_since(now).as_millis() as i64;
+        let mut items = [
+            self.socket.as_poll_item(zmq::POLLIN),
+            zmq::PollItem::from_fd(signals.fd(), zmq::POLLIN),
+        ];
+        match zmq::poll(&mut items, timeout) {
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(e) => {
+                error!(agent = %self.d.agent, "polling the legacy socket: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                return None;
+            }
+        }
+        Some((items[0].is_readable(), items[1].is_readable()))
+    }
+
+    fn on_answers(&mut self) {
+        while let Ok(frames) = self.socket.recv_multipart(zmq::DONTWAIT) {
+            let Some(o) = self.out.take_if(|o| answers(&frames, o.token)) else {
+                continue;
+            };
+            let reply = frames.last().map(Vec::as_slice).unwrap_or_default();
+            self.settle(o.entry, Some(reply));
+        }
+    }
+
+    fn on_signals(&mut self, signals: &WakeReceiver<ToDeliverer>) {
+        for signal in signals.drain() {
+            if let ToDeliverer::Stop { grace } = signal {
+                let deadline = Instant::now() + grace.min(self.d.settings.timeout);
+                self.stop.get_or_insert(deadline);
+            }
+        }
+    }
+
+    fn settle(&mut self, entry: Entry<Replay>, reply: Option<&[u8]>) {
+        let parts = Parts {
+            agent: &self.d.agent,
+            profile: self.d.profile,
+            activity: &self.d.activity,
+            metrics: &self.d.metrics,
+            settings: &self.d.settings,
+        };
+        parts.settle(&mut self.d.outbox, entry, reply);
+    }
+
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            agent: &self.d.agent,
+            profile: self.d.profile,
+            activity: &self.d.activity,
+            metrics: &self.d.metrics,
+            settings: &self.d.settings,
+        }
+    }
+
+    fn finish(self) {
+        if let Some(o) = &self.out {
+            info!(agent = %self.d.agent, entry = o.entry.id, "stopping with a replay unanswered; it stays in the reverse outbox");
+        }
+        self.parts().refresh(&self.d.outbox);
     }
 }
 
@@ -220,7 +285,7 @@ impl Parts<'_> {
                 Settled::Retry {
                     id: entry.id,
                     attempts,
-                    retry_at: Utc::now() + backoff(self.settings, attempts),
+                    retry_at: Utc::now() + self.settings.backoff().delay(attempts),
                     error: "timeout: no answer from legacy".to_owned(),
                 }
             }

@@ -16,14 +16,15 @@
 //! `shadow.timeout` is a `shadow_timeout`.
 
 use super::activity::{KeyActivity, Snapshot};
-use super::link;
+use super::messages::{Fallback, Served};
 use crate::answer::{self, MAX_ENTRIES, Query, Stored};
 use crate::compare::{self, Outcome};
 use crate::config::{LiveSettings, ShadowSettings};
 use crate::forgetting::SessionFacts;
+use crate::link;
 use crate::metrics::{MirrorMetrics, SkipReason};
 use crate::profile::Profile;
-use crate::wakeup::{Backlog, BoundedSender, WakeReceiver, WakeSender};
+use crate::wakeup::{Backlog, Job, WakeReceiver, WakeSender, WorkSender};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
@@ -56,64 +57,8 @@ pub enum Purpose {
     },
 }
 
-/// A served read's answer (its bytes), or why there is none.
-pub type Served = Result<Vec<u8>, Fallback>;
-
-/// Why the orchestrator did not answer a live read (a metric label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fallback {
-    /// It answered with an error, or could not be asked.
-    Error,
-    /// Not within `live.timeout`.
-    Timeout,
-    /// A read the answer builder does not emulate.
-    Unsupported,
-    /// Writes of the key not yet applied: the answer could be older than legacy's.
-    PendingWrites,
-    /// The reader's queue was full.
-    QueueFull,
-}
-
-impl Fallback {
-    pub const ALL: [Fallback; 5] = [
-        Fallback::Error,
-        Fallback::Timeout,
-        Fallback::Unsupported,
-        Fallback::PendingWrites,
-        Fallback::QueueFull,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Fallback::Error => "error",
-            Fallback::Timeout => "timeout",
-            Fallback::Unsupported => "unsupported",
-            Fallback::PendingWrites => "pending_writes",
-            Fallback::QueueFull => "queue_full",
-        }
-    }
-}
-
-pub enum ShadowMessage {
-    Sample(Box<Sample>),
-    Stop,
-}
-
 /// The writer's (and the forwarders') end of the shadow queue.
-#[derive(Clone)]
-pub struct ShadowSender(BoundedSender<ShadowMessage>);
-
-impl ShadowSender {
-    /// Queues a sample; gives it back when the queue is full.
-    pub fn offer(&self, sample: Sample) -> Result<(), Box<Sample>> {
-        self.0
-            .offer(ShadowMessage::Sample(Box::new(sample)))
-            .map_err(|m| match m {
-                ShadowMessage::Sample(s) => s,
-                ShadowMessage::Stop => unreachable!("only samples are offered"),
-            })
-    }
-}
+pub type ShadowSender = WorkSender<Sample>;
 
 /// What a mismatch sample holds.
 struct Mismatch<'a> {
@@ -164,10 +109,10 @@ impl ShadowReader {
         live: LiveSettings,
         activity: Arc<KeyActivity>,
         metrics: Arc<MirrorMetrics>,
-        signals: WakeSender<ShadowMessage>,
+        signals: WakeSender<Job<Sample>>,
     ) -> anyhow::Result<(ShadowReader, ShadowSender)> {
         let socket = link::connect(ctx, orchestrator)?;
-        let (sender, queued) = BoundedSender::new(signals, settings.queue);
+        let (sender, queued) = WorkSender::new(signals, settings.queue);
         Ok((
             ShadowReader {
                 agent: agent.to_owned(),
@@ -182,12 +127,12 @@ impl ShadowReader {
                 fetching: HashMap::new(),
                 next_request: 0,
             },
-            ShadowSender(sender),
+            sender,
         ))
     }
 
     /// Compares samples until told to stop.
-    pub fn run(mut self, signals: WakeReceiver<ShadowMessage>) {
+    pub fn run(mut self, signals: WakeReceiver<Job<Sample>>) {
         loop {
             let now = Instant::now();
             self.expire(now);
@@ -200,7 +145,7 @@ impl ShadowReader {
             if ready.woken {
                 for message in signals.drain() {
                     match message {
-                        ShadowMessage::Sample(s) => {
+                        Job::Work(s) => {
                             self.queued.taken();
                             if matches!(s.purpose, Purpose::Serve { .. }) {
                                 self.waiting.push_front(s);
@@ -208,7 +153,7 @@ impl ShadowReader {
                                 self.waiting.push_back(s);
                             }
                         }
-                        ShadowMessage::Stop => {
+                        Job::Stop => {
                             info!(agent = %self.agent, unfinished = self.fetching.len() + self.waiting.len(),
                                 "shadow reader stopped");
                             return;

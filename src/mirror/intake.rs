@@ -1,8 +1,10 @@
-//! The outbox writer: accepted writes in, outbox entries out, a batch per transaction.
+//! The intake: the forwarder's exchanges in, a batch at a time. Writes (and what reads
+//! changed in the agent's state) go to the outbox, one transaction per batch; reads go to
+//! the shadow reader to be compared.
 
 use super::activity::KeyActivity;
+use super::messages::{Exchange, ToDeliverer};
 use super::shadow::{Purpose, Sample, ShadowSender};
-use super::{Exchange, Signal};
 use crate::answer::{self, Prepared};
 use crate::compare;
 use crate::flags::Percent;
@@ -37,7 +39,7 @@ const MAX_REMEMBERED_EFFECTS: usize = 10_000;
 /// A full or failing outbox is logged at most this often (it is counted every time).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-pub(super) struct Writer {
+pub(super) struct Intake {
     pub agent: String,
     pub profile: Profile,
     pub outbox: Outbox,
@@ -46,7 +48,7 @@ pub(super) struct Writer {
     /// file every second).
     pub pending: Arc<AtomicU64>,
     pub metrics: Arc<MirrorMetrics>,
-    pub wake: WakeSender<Signal>,
+    pub wake: WakeSender<ToDeliverer>,
     pub activity: Arc<KeyActivity>,
     pub shadow: ShadowSender,
     /// Keys with writes the orchestrator took first, for legacy (the reverse outbox).
@@ -58,7 +60,7 @@ pub(super) struct Writer {
     pub effects: HashMap<String, (Vec<MirrorOp>, u64)>,
 }
 
-impl Writer {
+impl Intake {
     /// Runs until every sender is gone and the queue is empty.
     pub fn run(mut self, rx: Receiver<Exchange>) {
         let mut last_log: Option<Instant> = None;
@@ -143,7 +145,7 @@ impl Writer {
 
     /// What a read changed in the agent's state, to append with the writes; its index in
     /// `accepted`. The same change made twice in a row is kept once (see
-    /// [`Writer::remember`]).
+    /// [`Intake::remember`]).
     fn read_effect(&mut self, read: &Exchange, accepted: &mut Vec<Accepted>) -> Option<usize> {
         if read.shares.mirrored == Percent::NONE {
             return None;
@@ -269,7 +271,7 @@ impl Writer {
                         batch[i].appended = true;
                         self.metrics.write(batch[i].action, WriteOutcome::Queued);
                     }
-                    self.wake.send(Signal::Appended);
+                    self.wake.send(ToDeliverer::Appended);
                 }
                 Err(e) => {
                     for &i in &queued {

@@ -1,4 +1,4 @@
-//! The mirror's link to the orchestrator (and the reverse deliverer's to legacy): a DEALER
+//! A link to the orchestrator (and the reverse deliverer's to legacy): a DEALER
 //! that refuses to queue for a peer it is not connected to (`ZMQ_IMMEDIATE`, so an outage shows at the first
 //! send), with heartbeats to notice one that froze; requests and replies as
 //! `["", body]`. The deliverer, the shadow reader, the primary writer and the backfill's
