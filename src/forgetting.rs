@@ -12,24 +12,15 @@
 
 use chrono::{DateTime, Duration, Local, Offset, TimeZone, Utc};
 
-/// Why a legacy agent no longer holds something (a closed set: a report and log label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Rule {
-    /// session_memory's cleanup deleted the session.
-    Expired,
-    /// contextual_memory keeps only its newest interactions.
-    Capped,
-    /// session_memory's cleanup deleted one of its oldest sessions past 100 in memory.
-    Evicted,
-}
-
-impl Rule {
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Rule::Expired => "expired",
-            Rule::Capped => "capped",
-            Rule::Evicted => "evicted",
-        }
+crate::labels! {
+    /// Why a legacy agent no longer holds something (a closed set: a report and log label).
+    pub enum Rule {
+        /// session_memory's cleanup deleted the session.
+        Expired = "expired",
+        /// contextual_memory keeps only its newest interactions.
+        Capped = "capped",
+        /// session_memory's cleanup deleted one of its oldest sessions past 100 in memory.
+        Evicted = "evicted",
     }
 }
 

@@ -28,24 +28,15 @@ impl Default for GuardPolicy {
     }
 }
 
-/// Why the guard refused a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    Multipart,
-    NonJson,
+crate::labels! {
+    /// Why the guard refused a request.
+    pub enum Refusal {
+        Multipart = "multipart",
+        NonJson = "non_json",
+    }
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 2] = [Refusal::Multipart, Refusal::NonJson];
-
-    /// The metric label (closed set).
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Refusal::Multipart => "multipart",
-            Refusal::NonJson => "non_json",
-        }
-    }
-
     /// The error text put in the agent's error shape. It names memshift so that whoever
     /// reads it knows the agent never saw the request.
     pub fn message(self) -> &'static str {

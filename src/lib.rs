@@ -91,6 +91,7 @@ pub mod flags;
 pub mod forgetting;
 pub mod guard;
 pub mod http;
+pub mod labels;
 pub mod legacy;
 pub mod link;
 pub mod metrics;

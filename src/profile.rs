@@ -21,24 +21,12 @@ pub enum Profile {
     JarvisMemory,
 }
 
-/// What an action does to the agent's store; drives mirroring and shadow reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Class {
-    Read,
-    Write,
-    Other,
-}
-
-impl Class {
-    pub const ALL: [Class; 3] = [Class::Read, Class::Write, Class::Other];
-
-    /// The metric label (closed set).
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Class::Read => "read",
-            Class::Write => "write",
-            Class::Other => "other",
-        }
+crate::labels! {
+    /// What an action does to the agent's store; drives mirroring and shadow reads.
+    pub enum Class {
+        Read = "read",
+        Write = "write",
+        Other = "other",
     }
 }
 

@@ -57,27 +57,17 @@ pub enum Prepared {
     Unsupported(Unsupported),
 }
 
-/// Why a read is not answered from the orchestrator (a closed set: a metric label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unsupported {
-    /// A parameter of a type the agent would choke on (`max_tokens` not a number).
-    OddParameter,
-    /// Stored contents the agent's algorithm could not process (not strings).
-    OddContent,
-    /// More than [`MAX_ENTRIES`] entries.
-    TooLarge,
-    /// The agent may or may not have forgotten it yet (its cleanup runs once a minute).
-    Forgetting,
-}
-
-impl Unsupported {
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Unsupported::OddParameter => "odd_parameter",
-            Unsupported::OddContent => "odd_content",
-            Unsupported::TooLarge => "too_large",
-            Unsupported::Forgetting => "forgetting",
-        }
+crate::labels! {
+    /// Why a read is not answered from the orchestrator (a closed set: a metric label).
+    pub enum Unsupported {
+        /// A parameter of a type the agent would choke on (`max_tokens` not a number).
+        OddParameter = "odd_parameter",
+        /// Stored contents the agent's algorithm could not process (not strings).
+        OddContent = "odd_content",
+        /// More than [`MAX_ENTRIES`] entries.
+        TooLarge = "too_large",
+        /// The agent may or may not have forgotten it yet (its cleanup runs once a minute).
+        Forgetting = "forgetting",
     }
 }
 

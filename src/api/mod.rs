@@ -67,45 +67,18 @@ impl Action {
     }
 }
 
-/// The API's error codes (closed set; also the `outcome` label of failed requests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    InvalidRequest,
-    MemoryNotFound,
-    SessionNotFound,
-    PermissionDenied,
-    StorageError,
-    SearchError,
-    ValidationError,
-    RateLimitExceeded,
-    InternalError,
-}
-
-impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
-        ErrorCode::InvalidRequest,
-        ErrorCode::MemoryNotFound,
-        ErrorCode::SessionNotFound,
-        ErrorCode::PermissionDenied,
-        ErrorCode::StorageError,
-        ErrorCode::SearchError,
-        ErrorCode::ValidationError,
-        ErrorCode::RateLimitExceeded,
-        ErrorCode::InternalError,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidRequest => "invalid_request",
-            ErrorCode::MemoryNotFound => "memory_not_found",
-            ErrorCode::SessionNotFound => "session_not_found",
-            ErrorCode::PermissionDenied => "permission_denied",
-            ErrorCode::StorageError => "storage_error",
-            ErrorCode::SearchError => "search_error",
-            ErrorCode::ValidationError => "validation_error",
-            ErrorCode::RateLimitExceeded => "rate_limit_exceeded",
-            ErrorCode::InternalError => "internal_error",
-        }
+crate::labels! {
+    /// The API's error codes (closed set; also the `outcome` label of failed requests).
+    pub enum ErrorCode {
+        InvalidRequest = "invalid_request",
+        MemoryNotFound = "memory_not_found",
+        SessionNotFound = "session_not_found",
+        PermissionDenied = "permission_denied",
+        StorageError = "storage_error",
+        SearchError = "search_error",
+        ValidationError = "validation_error",
+        RateLimitExceeded = "rate_limit_exceeded",
+        InternalError = "internal_error",
     }
 }
 
@@ -276,7 +249,7 @@ pub fn error(echo: &Echo, err: &ApiError) -> Vec<u8> {
         "status": "error",
         "action": echo.action,
         "request_id": echo.request_id,
-        "error": {"code": err.code.as_str(), "message": err.message, "details": err.details},
+        "error": {"code": err.code.as_label(), "message": err.message, "details": err.details},
         "timestamp": now(),
     });
     serde_json::to_vec(&reply).expect("a Value always serializes")

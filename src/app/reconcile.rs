@@ -70,7 +70,7 @@ pub fn execute(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
             r.orchestrator_entities
         );
         for class in Class::ALL {
-            println!("  {:<24} {}", class.as_str(), r.count(class));
+            println!("  {:<24} {}", class.as_label(), r.count(class));
         }
         println!(
             "report: {} and {}",

@@ -69,7 +69,7 @@ impl Checkpoint {
             .db
             .query_row(
                 "SELECT fingerprint FROM finished WHERE section = ?1 AND key = ?2",
-                params![section.as_str(), key],
+                params![section.as_label(), key],
                 |r| r.get(0),
             )
             .optional()
@@ -103,7 +103,7 @@ impl Checkpoint {
                      SET fingerprint = excluded.fingerprint, finished_at = excluded.finished_at",
             )?;
             for (section, key, fingerprint) in &self.finished {
-                insert.execute(params![section.as_str(), key, fingerprint, now])?;
+                insert.execute(params![section.as_label(), key, fingerprint, now])?;
             }
         }
         tx.commit()

@@ -167,8 +167,8 @@ impl Summary {
 /// What an operation imports: a session, or the kind of record a memory comes from.
 fn entity(p: &Prepared) -> &'static str {
     match p.op {
-        MirrorOp::EnsureSession { .. } => Kind::Session.as_str(),
-        _ => p.kind.as_str(),
+        MirrorOp::EnsureSession { .. } => Kind::Session.as_label(),
+        _ => p.kind.as_label(),
     }
 }
 
@@ -296,12 +296,12 @@ fn take(
 ) -> anyhow::Result<()> {
     summary.groups += 1;
     for kind in &batch.read {
-        *summary.read.entry(kind.as_str()).or_default() += 1;
+        *summary.read.entry(kind.as_label()).or_default() += 1;
     }
     for (kind, reason) in &batch.skipped {
         *summary
             .skipped
-            .entry(format!("{}: {reason}", kind.as_str()))
+            .entry(format!("{}: {reason}", kind.as_label()))
             .or_default() += 1;
     }
     if checkpoint.is_finished(batch.section, &batch.key, &batch.fingerprint)? {

@@ -11,49 +11,24 @@
 use crate::profile::Profile;
 use serde_json::Value;
 
-/// The outcome of one shadow comparison (DESIGN.md, "Comparisons that mean something").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    Match,
-    Mismatch,
-    /// The key had mirrored writes not yet applied (or applied since the legacy read): a
-    /// difference says nothing.
-    Race,
-    /// The legacy store dropped data by itself (a session expired).
-    LegacyDrift,
-    /// The orchestrator answered with an error, or could not be asked.
-    ShadowError,
-    ShadowTimeout,
-    /// The legacy reply was not JSON, or the legacy agent did not answer.
-    LegacyError,
-    /// Not compared: outside the sample, a full queue, or a read the answer builder does
-    /// not emulate.
-    Skipped,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 8] = [
-        Outcome::Match,
-        Outcome::Mismatch,
-        Outcome::Race,
-        Outcome::LegacyDrift,
-        Outcome::ShadowError,
-        Outcome::ShadowTimeout,
-        Outcome::LegacyError,
-        Outcome::Skipped,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Outcome::Match => "match",
-            Outcome::Mismatch => "mismatch",
-            Outcome::Race => "race",
-            Outcome::LegacyDrift => "legacy_drift",
-            Outcome::ShadowError => "shadow_error",
-            Outcome::ShadowTimeout => "shadow_timeout",
-            Outcome::LegacyError => "legacy_error",
-            Outcome::Skipped => "skipped",
-        }
+crate::labels! {
+    /// The outcome of one shadow comparison (DESIGN.md, "Comparisons that mean something").
+    pub enum Outcome {
+        Match = "match",
+        Mismatch = "mismatch",
+        /// The key had mirrored writes not yet applied (or applied since the legacy read): a
+        /// difference says nothing.
+        Race = "race",
+        /// The legacy store dropped data by itself (a session expired).
+        LegacyDrift = "legacy_drift",
+        /// The orchestrator answered with an error, or could not be asked.
+        ShadowError = "shadow_error",
+        ShadowTimeout = "shadow_timeout",
+        /// The legacy reply was not JSON, or the legacy agent did not answer.
+        LegacyError = "legacy_error",
+        /// Not compared: outside the sample, a full queue, or a read the answer builder does
+        /// not emulate.
+        Skipped = "skipped",
     }
 }
 

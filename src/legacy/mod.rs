@@ -24,18 +24,20 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::path::Path;
 
-/// A part of a store: the unit, with the key, of what is sent and compared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Section {
-    /// session_memory: one session row and its interactions.
-    Session,
-    /// contextual_memory: a session's interactions (`sessions` in the file).
-    Interactions,
-    /// contextual_memory: a session's summary and its key decisions (`summaries`).
-    Summary,
-    /// jarvis_memory: one user's memories.
-    Memories,
+crate::labels! {
+    /// A part of a store: the unit, with the key, of what is sent and compared.
+    #[derive(PartialOrd, Ord, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Section {
+        /// session_memory: one session row and its interactions.
+        Session = "session",
+        /// contextual_memory: a session's interactions (`sessions` in the file).
+        Interactions = "interactions",
+        /// contextual_memory: a session's summary and its key decisions (`summaries`).
+        Summary = "summary",
+        /// jarvis_memory: one user's memories.
+        Memories = "memories",
+    }
 }
 
 impl Section {
@@ -49,15 +51,6 @@ impl Section {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Section::Session => "session",
-            Section::Interactions => "interactions",
-            Section::Summary => "summary",
-            Section::Memories => "memories",
-        }
-    }
-
     /// The sections of a profile's store.
     pub fn of(profile: Profile) -> &'static [Section] {
         match profile {
@@ -68,26 +61,16 @@ impl Section {
     }
 }
 
-/// What kind of thing a record is (for counts in summaries and reports).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Session,
-    Interaction,
-    Decision,
-    Summary,
-    Memory,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Session => "session",
-            Kind::Interaction => "interaction",
-            Kind::Decision => "decision",
-            Kind::Summary => "summary",
-            Kind::Memory => "memory",
-        }
+crate::labels! {
+    /// What kind of thing a record is (for counts in summaries and reports).
+    #[derive(PartialOrd, Ord, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Kind {
+        Session = "session",
+        Interaction = "interaction",
+        Decision = "decision",
+        Summary = "summary",
+        Memory = "memory",
     }
 }
 

@@ -13,207 +13,113 @@ use prometheus::{
 };
 use std::collections::HashMap;
 
-/// What became of a write the legacy agent was asked to do (the `outcome` label of
-/// `memshift_mirror_writes_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// Appended to the outbox.
-    Queued,
-    /// The legacy agent refused it: never mirrored.
-    LegacyFailed,
-    /// Its key is outside `mirror_percent`.
-    NotSampled,
-    /// Not appended: see `memshift_mirror_dropped_total` for why.
-    Dropped,
-}
-
-impl WriteOutcome {
-    pub const ALL: [WriteOutcome; 4] = [
-        WriteOutcome::Queued,
-        WriteOutcome::LegacyFailed,
-        WriteOutcome::NotSampled,
-        WriteOutcome::Dropped,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            WriteOutcome::Queued => "queued",
-            WriteOutcome::LegacyFailed => "legacy_failed",
-            WriteOutcome::NotSampled => "not_sampled",
-            WriteOutcome::Dropped => "dropped",
-        }
+crate::labels! {
+    /// What became of a write the legacy agent was asked to do (the `outcome` label of
+    /// `memshift_mirror_writes_total`).
+    pub enum WriteOutcome {
+        /// Appended to the outbox.
+        Queued = "queued",
+        /// The legacy agent refused it: never mirrored.
+        LegacyFailed = "legacy_failed",
+        /// Its key is outside `mirror_percent`.
+        NotSampled = "not_sampled",
+        /// Not appended: see `memshift_mirror_dropped_total` for why.
+        Dropped = "dropped",
     }
 }
 
-/// Why an accepted write was not put in the outbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// The hand-off queue between the forwarder and the outbox was full.
-    QueueFull,
-    /// The outbox held `max_pending` entries.
-    OutboxFull,
-    /// The outbox could not be written (disk full, I/O error).
-    OutboxError,
-    /// A multipart request or reply: not a write memshift can read.
-    Multipart,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 4] = [
-        DropReason::QueueFull,
-        DropReason::OutboxFull,
-        DropReason::OutboxError,
-        DropReason::Multipart,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            DropReason::QueueFull => "queue_full",
-            DropReason::OutboxFull => "outbox_full",
-            DropReason::OutboxError => "outbox_error",
-            DropReason::Multipart => "multipart",
-        }
+crate::labels! {
+    /// Why an accepted write was not put in the outbox.
+    pub enum DropReason {
+        /// The hand-off queue between the forwarder and the outbox was full.
+        QueueFull = "queue_full",
+        /// The outbox held `max_pending` entries.
+        OutboxFull = "outbox_full",
+        /// The outbox could not be written (disk full, I/O error).
+        OutboxError = "outbox_error",
+        /// A multipart request or reply: not a write memshift can read.
+        Multipart = "multipart",
     }
 }
 
-/// What became of one delivery attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryOutcome {
-    Delivered,
-    /// Failed, to be tried again.
-    Retried,
-    DeadLettered,
-}
-
-impl DeliveryOutcome {
-    pub const ALL: [DeliveryOutcome; 3] = [
-        DeliveryOutcome::Delivered,
-        DeliveryOutcome::Retried,
-        DeliveryOutcome::DeadLettered,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            DeliveryOutcome::Delivered => "delivered",
-            DeliveryOutcome::Retried => "retried",
-            DeliveryOutcome::DeadLettered => "dead_lettered",
-        }
+crate::labels! {
+    /// What became of one delivery attempt.
+    pub enum DeliveryOutcome {
+        Delivered = "delivered",
+        /// Failed, to be tried again.
+        Retried = "retried",
+        DeadLettered = "dead_lettered",
     }
 }
 
-/// Why a read was not compared (each also counts as a comparison with outcome `skipped`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SkipReason {
-    /// Its key is outside `shadow_percent`.
-    NotSampled,
-    /// The hand-off or the shadow queue was full.
-    QueueFull,
-    /// A read the answer builder does not emulate (see `answer::Unsupported`).
-    Unsupported,
-    /// A multipart request or reply.
-    Multipart,
-}
-
-impl SkipReason {
-    pub const ALL: [SkipReason; 4] = [
-        SkipReason::NotSampled,
-        SkipReason::QueueFull,
-        SkipReason::Unsupported,
-        SkipReason::Multipart,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            SkipReason::NotSampled => "not_sampled",
-            SkipReason::QueueFull => "queue_full",
-            SkipReason::Unsupported => "unsupported",
-            SkipReason::Multipart => "multipart",
-        }
+crate::labels! {
+    /// Why a read was not compared (each also counts as a comparison with outcome `skipped`).
+    pub enum SkipReason {
+        /// Its key is outside `shadow_percent`.
+        NotSampled = "not_sampled",
+        /// The hand-off or the shadow queue was full.
+        QueueFull = "queue_full",
+        /// A read the answer builder does not emulate (see `answer::Unsupported`).
+        Unsupported = "unsupported",
+        /// A multipart request or reply.
+        Multipart = "multipart",
     }
 }
 
-/// What became of a write the orchestrator was asked first (stages `rampdown` and
-/// `complete`; the `outcome` label of `memshift_primary_writes_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrimaryOutcome {
-    /// The orchestrator applied it; the client got the legacy-shape reply, and the write
-    /// went to the reverse outbox.
-    Applied,
-    /// The orchestrator refused it with a reason the legacy agent has its own reply for
-    /// (an unknown or duplicate session), and legacy is behind on the key: that reply.
-    Refused,
-    /// The orchestrator failed, was too slow, or refused it: legacy took it (and the
-    /// mirror carries it to the orchestrator, with the same ids).
-    Fallback,
-    /// The orchestrator failed while legacy was behind on the key, so legacy could not take
-    /// it without reordering the key's writes: no reply, as when an agent times out.
-    Unanswered,
-    /// memshift cannot predict the legacy reply (a malformed write, say): legacy took it
-    /// first.
-    Unpredictable,
-    /// The orchestrator lacked some of the key's earlier writes (still in the forward
-    /// outbox): legacy took it first, to keep the key's writes in order.
-    OrchestratorBehind,
-}
-
-impl PrimaryOutcome {
-    pub const ALL: [PrimaryOutcome; 6] = [
-        PrimaryOutcome::Applied,
-        PrimaryOutcome::Refused,
-        PrimaryOutcome::Fallback,
-        PrimaryOutcome::Unanswered,
-        PrimaryOutcome::Unpredictable,
-        PrimaryOutcome::OrchestratorBehind,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            PrimaryOutcome::Applied => "applied",
-            PrimaryOutcome::Refused => "refused",
-            PrimaryOutcome::Fallback => "fallback",
-            PrimaryOutcome::Unanswered => "unanswered",
-            PrimaryOutcome::Unpredictable => "unpredictable",
-            PrimaryOutcome::OrchestratorBehind => "orchestrator_behind",
-        }
+crate::labels! {
+    /// What became of a write the orchestrator was asked first (stages `rampdown` and
+    /// `complete`; the `outcome` label of `memshift_primary_writes_total`).
+    pub enum PrimaryOutcome {
+        /// The orchestrator applied it; the client got the legacy-shape reply, and the write
+        /// went to the reverse outbox.
+        Applied = "applied",
+        /// The orchestrator refused it with a reason the legacy agent has its own reply for
+        /// (an unknown or duplicate session), and legacy is behind on the key: that reply.
+        Refused = "refused",
+        /// The orchestrator failed, was too slow, or refused it: legacy took it (and the
+        /// mirror carries it to the orchestrator, with the same ids).
+        Fallback = "fallback",
+        /// The orchestrator failed while legacy was behind on the key, so legacy could not take
+        /// it without reordering the key's writes: no reply, as when an agent times out.
+        Unanswered = "unanswered",
+        /// memshift cannot predict the legacy reply (a malformed write, say): legacy took it
+        /// first.
+        Unpredictable = "unpredictable",
+        /// The orchestrator lacked some of the key's earlier writes (still in the forward
+        /// outbox): legacy took it first, to keep the key's writes in order.
+        OrchestratorBehind = "orchestrator_behind",
     }
 }
 
-/// What became of one replay of a write to legacy (the reverse outbox).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReplayOutcome {
-    /// Legacy accepted it.
-    Delivered,
-    /// Legacy refused it (its store had drifted: an expired session, say): kept as a dead
-    /// letter for reconcile.
-    Refused,
-    /// No answer in time, to be tried again.
-    Retried,
-}
-
-impl ReplayOutcome {
-    pub const ALL: [ReplayOutcome; 3] = [
-        ReplayOutcome::Delivered,
-        ReplayOutcome::Refused,
-        ReplayOutcome::Retried,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            ReplayOutcome::Delivered => "delivered",
-            ReplayOutcome::Refused => "refused",
-            ReplayOutcome::Retried => "retried",
-        }
+crate::labels! {
+    /// What became of one replay of a write to legacy (the reverse outbox).
+    pub enum ReplayOutcome {
+        /// Legacy accepted it.
+        Delivered = "delivered",
+        /// Legacy refused it (its store had drifted: an expired session, say): kept as a dead
+        /// letter for reconcile.
+        Refused = "refused",
+        /// No answer in time, to be tried again.
+        Retried = "retried",
     }
 }
 
-/// Why a live read went to legacy after all (`mirror::Fallback` labels).
-pub const FALLBACK_REASONS: [&str; 5] = [
-    "error",
-    "timeout",
-    "unsupported",
-    "pending_writes",
-    "queue_full",
-];
+crate::labels! {
+    /// Why the orchestrator did not answer a live read (the `reason` label of
+    /// `memshift_live_fallbacks_total`).
+    pub enum Fallback {
+        /// It answered with an error, or could not be asked.
+        Error = "error",
+        /// Not within `live.timeout`.
+        Timeout = "timeout",
+        /// A read the answer builder does not emulate.
+        Unsupported = "unsupported",
+        /// Writes of the key not yet applied: the answer could be older than legacy's.
+        PendingWrites = "pending_writes",
+        /// The reader's queue was full.
+        QueueFull = "queue_full",
+    }
+}
 
 /// Why a delivery failed, besides the orchestrator's own error codes.
 pub const TRANSPORT_FAILURES: [&str; 3] = ["timeout", "unreachable", "bad_reply"];
@@ -424,7 +330,7 @@ impl MirrorFamilies {
             .collect();
         let failures = crate::api::ErrorCode::ALL
             .iter()
-            .map(|c| c.as_str())
+            .map(|c| c.as_label())
             .chain(TRANSPORT_FAILURES)
             .map(|reason| (reason, self.failures.with_label_values(&[name, reason])))
             .collect();
@@ -451,7 +357,7 @@ impl MirrorFamilies {
             actions: writes,
             reads,
             skipped: SkipReason::ALL.map(|r| self.skipped.with_label_values(&[name, r.as_label()])),
-            fallbacks: FALLBACK_REASONS
+            fallbacks: Fallback::LABELS
                 .map(|r| (r, self.fallbacks.with_label_values(&[name, r])))
                 .into_iter()
                 .collect(),
@@ -634,9 +540,9 @@ impl MirrorMetrics {
     }
 
     /// Counts a live read that went to legacy after all; `reason` is one of
-    /// [`FALLBACK_REASONS`].
-    pub fn fallback(&self, reason: &str) {
-        if let Some(c) = self.fallbacks.get(reason) {
+    /// [`Fallback`].
+    pub fn fallback(&self, reason: Fallback) {
+        if let Some(c) = self.fallbacks.get(reason.as_label()) {
             c.inc();
         }
     }

@@ -12,10 +12,10 @@ mod orchestrator;
 mod rollout;
 
 pub use mirror::{
-    DeliveryOutcome, DropReason, FALLBACK_REASONS, MirrorMetrics, PrimaryOutcome, ReplayOutcome,
+    DeliveryOutcome, DropReason, Fallback, MirrorMetrics, PrimaryOutcome, ReplayOutcome,
     ReverseMetrics, SkipReason, Totals, WriteOutcome,
 };
-pub use rollout::{RELOAD_FAILURES, ROLLBACK_REASONS, RolloutMetrics, TriggerFigures};
+pub use rollout::{ReloadFailure, RollbackReason, RolloutMetrics, TriggerFigures};
 
 pub use orchestrator::{EmbeddingOutcome, OrchestratorMetrics};
 
@@ -27,36 +27,21 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// What finally happened to a request at the proxy (closed set, the `outcome` label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The legacy agent answered and the answer went to the client.
-    Answered,
-    /// The legacy agent did not answer within its timeout.
-    Timeout,
-    /// The guard answered in the agent's place.
-    Refused,
-    /// The answer could not be handed to the client (it disconnected).
-    Undeliverable,
+crate::labels! {
+    /// What finally happened to a request at the proxy (closed set, the `outcome` label).
+    pub enum Outcome {
+        /// The legacy agent answered and the answer went to the client.
+        Answered = "answered",
+        /// The legacy agent did not answer within its timeout.
+        Timeout = "timeout",
+        /// The guard answered in the agent's place.
+        Refused = "refused",
+        /// The answer could not be handed to the client (it disconnected).
+        Undeliverable = "undeliverable",
+    }
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 4] = [
-        Outcome::Answered,
-        Outcome::Timeout,
-        Outcome::Refused,
-        Outcome::Undeliverable,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Outcome::Answered => "answered",
-            Outcome::Timeout => "timeout",
-            Outcome::Refused => "refused",
-            Outcome::Undeliverable => "undeliverable",
-        }
-    }
-
     fn index(self) -> usize {
         self as usize
     }
@@ -247,22 +232,11 @@ impl Default for Metrics {
     }
 }
 
-/// An event on the link to the legacy agent (closed set, the `event` label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectionEvent {
-    Connected,
-    Disconnected,
-}
-
-impl ConnectionEvent {
-    pub const ALL: [ConnectionEvent; 2] =
-        [ConnectionEvent::Connected, ConnectionEvent::Disconnected];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            ConnectionEvent::Connected => "connected",
-            ConnectionEvent::Disconnected => "disconnected",
-        }
+crate::labels! {
+    /// An event on the link to the legacy agent (closed set, the `event` label).
+    pub enum ConnectionEvent {
+        Connected = "connected",
+        Disconnected = "disconnected",
     }
 }
 

@@ -31,22 +31,13 @@ pub struct OrchestratorMetrics {
     pub access_log_failures: IntCounter,
 }
 
-/// What became of texts taken off the embedding queue (the `outcome` label).
-#[derive(Clone, Copy, Debug)]
-pub enum EmbeddingOutcome {
-    Stored,
-    Failed,
-    /// Nothing to embed (no words, the entry deleted, or its text changed meanwhile).
-    Discarded,
-}
-
-impl EmbeddingOutcome {
-    fn as_label(self) -> &'static str {
-        match self {
-            EmbeddingOutcome::Stored => "stored",
-            EmbeddingOutcome::Failed => "failed",
-            EmbeddingOutcome::Discarded => "discarded",
-        }
+crate::labels! {
+    /// What became of texts taken off the embedding queue (the `outcome` label).
+    pub enum EmbeddingOutcome {
+        Stored = "stored",
+        Failed = "failed",
+        /// Nothing to embed (no words, the entry deleted, or its text changed meanwhile).
+        Discarded = "discarded",
     }
 }
 
@@ -163,7 +154,7 @@ impl OrchestratorMetrics {
         for action in Action::ALL.iter().map(|a| a.name()).chain([UNKNOWN_ACTION]) {
             m.requests.with_label_values(&[action, "success"]);
             for code in ErrorCode::ALL {
-                m.requests.with_label_values(&[action, code.as_str()]);
+                m.requests.with_label_values(&[action, code.as_label()]);
             }
             m.duration.with_label_values(&[action, "success"]);
             m.duration.with_label_values(&[action, "error"]);
@@ -186,7 +177,7 @@ impl OrchestratorMetrics {
     /// Counts one answered request; `error` is its error code, if it failed.
     pub fn request(&self, action: Option<Action>, error: Option<ErrorCode>, seconds: f64) {
         let action = action.map_or(UNKNOWN_ACTION, Action::name);
-        let outcome = error.map_or("success", ErrorCode::as_str);
+        let outcome = error.map_or("success", ErrorCode::as_label);
         self.requests.with_label_values(&[action, outcome]).inc();
         let class = if error.is_some() { "error" } else { "success" };
         self.duration

@@ -5,19 +5,33 @@ use super::{counter_vec, float_gauge_vec, gauge_vec};
 use crate::flags::{AgentFlags, Stage};
 use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-/// Why a rollback holds (the `reason` label of `memshift_rollback_reason`).
-pub const ROLLBACK_REASONS: [&str; 7] = [
-    "flags_file",
-    "panic_file",
-    "signal",
-    "admin",
-    "inconsistency",
-    "latency",
-    "errors",
-];
+crate::labels! {
+    /// Why a rollback holds (the `reason` label of `memshift_rollback_reason`).
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum RollbackReason {
+        /// The flags file says `rollback = true` (for every agent or for this one).
+        FlagsFile = "flags_file",
+        /// The panic file exists.
+        PanicFile = "panic_file",
+        /// SIGUSR1.
+        Signal = "signal",
+        /// `POST /admin/rollback`.
+        Admin = "admin",
+        Inconsistency = "inconsistency",
+        Latency = "latency",
+        Errors = "errors",
+    }
+}
 
-/// Why a reload of the flags file was refused.
-pub const RELOAD_FAILURES: [&str; 3] = ["unreadable", "invalid", "gated"];
+crate::labels! {
+    /// Why a reload of the flags file was refused.
+    pub enum ReloadFailure {
+        Unreadable = "unreadable",
+        Invalid = "invalid",
+        Gated = "gated",
+    }
+}
 
 /// What [`RolloutMetrics::trigger`] shows of one trigger's reading.
 pub struct TriggerFigures {
@@ -165,25 +179,27 @@ impl RolloutMetrics {
         self.read_percent.with_label_values(&[agent]).set(serving);
     }
 
-    /// Shows which reasons hold a rollback of `agent` (each of [`ROLLBACK_REASONS`]).
-    pub fn rollback(&self, agent: &str, holding: &[&str]) {
+    /// Shows which reasons hold a rollback of `agent` (each of [`RollbackReason`]).
+    pub fn rollback(&self, agent: &str, holding: &[RollbackReason]) {
         self.rollback
             .with_label_values(&[agent])
             .set(i64::from(!holding.is_empty()));
-        for reason in ROLLBACK_REASONS {
+        for reason in RollbackReason::ALL {
             self.reason
-                .with_label_values(&[agent, reason])
+                .with_label_values(&[agent, reason.as_label()])
                 .set(i64::from(holding.contains(&reason)));
         }
     }
 
-    pub fn reload_failed(&self, reason: &str) {
-        self.reload_failures.with_label_values(&[reason]).inc();
+    pub fn reload_failed(&self, reason: ReloadFailure) {
+        self.reload_failures
+            .with_label_values(&[reason.as_label()])
+            .inc();
     }
 
     /// Creates the failure series at zero.
     pub fn init_failures(&self) {
-        for reason in RELOAD_FAILURES {
+        for reason in ReloadFailure::LABELS {
             self.reload_failures.with_label_values(&[reason]);
         }
     }

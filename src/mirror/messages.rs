@@ -36,40 +36,7 @@ pub enum ToDeliverer {
     Stop { grace: Duration },
 }
 
+pub use crate::metrics::Fallback;
+
 /// A served read's answer (its bytes), or why there is none.
 pub type Served = Result<Vec<u8>, Fallback>;
-
-/// Why the orchestrator did not answer a live read (a metric label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fallback {
-    /// It answered with an error, or could not be asked.
-    Error,
-    /// Not within `live.timeout`.
-    Timeout,
-    /// A read the answer builder does not emulate.
-    Unsupported,
-    /// Writes of the key not yet applied: the answer could be older than legacy's.
-    PendingWrites,
-    /// The reader's queue was full.
-    QueueFull,
-}
-
-impl Fallback {
-    pub const ALL: [Fallback; 5] = [
-        Fallback::Error,
-        Fallback::Timeout,
-        Fallback::Unsupported,
-        Fallback::PendingWrites,
-        Fallback::QueueFull,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Fallback::Error => "error",
-            Fallback::Timeout => "timeout",
-            Fallback::Unsupported => "unsupported",
-            Fallback::PendingWrites => "pending_writes",
-            Fallback::QueueFull => "queue_full",
-        }
-    }
-}

@@ -417,14 +417,3 @@ impl ShadowReader {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fallback_labels_are_the_metrics_closed_set() {
-        let labels: Vec<&str> = Fallback::ALL.iter().map(|f| f.as_label()).collect();
-        assert_eq!(labels, crate::metrics::FALLBACK_REASONS);
-    }
-}

@@ -78,7 +78,7 @@ async fn handle(service: &Arc<Service>, incoming: Incoming, replies: &WakeSender
     debug!(
         action = action.map(Action::name),
         request_id,
-        outcome = code.map_or("success", ErrorCode::as_str),
+        outcome = code.map_or("success", ErrorCode::as_label),
         "reply"
     );
     // Counted before the reply leaves, so a client that has its reply also finds it counted.
@@ -172,7 +172,7 @@ async fn access_log(
         operation,
         request_id: req.request_id.as_deref(),
         success: code.is_none(),
-        error_code: code.map(ErrorCode::as_str),
+        error_code: code.map(ErrorCode::as_label),
         ip_address: peer,
     };
     if let Err(e) = service.store.log_access(&record).await {

@@ -324,7 +324,7 @@ impl Forwarder {
             .expect("the orchestrator answers only with a mirror");
         let copy = match p.write {
             None => {
-                mirror.metrics().fallback(reason.as_label());
+                mirror.metrics().fallback(reason);
                 p.otherwise.map(|shares| MirrorCopy {
                     request: p.body[0].to_vec(),
                     shares,
@@ -498,7 +498,7 @@ impl Forwarder {
         if let Some(mirror) = &self.mirror {
             let class = action_at(self.profile, slot).1;
             if let Some(reason) = legacy.fallback {
-                mirror.metrics().fallback(reason.as_label());
+                mirror.metrics().fallback(reason);
             }
             if let Some(outcome) = legacy.primary {
                 mirror.metrics().primary(action, outcome);

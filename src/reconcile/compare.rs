@@ -142,7 +142,7 @@ pub fn group(
             found.differ(Difference {
                 legacy_time: at(e.prepared),
                 paths,
-                ..base(class, e.prepared.kind.as_str())
+                ..base(class, e.prepared.kind.as_label())
             });
             found.repairs.extend(needed_ensure(batch, e.prepared));
             found.repairs.push(reimport(e.prepared));
@@ -198,7 +198,7 @@ pub fn group(
                     legacy_time: at(e.prepared),
                     memory_id: Some(r.memory_id.clone()),
                     paths: vec!["created_at".into()],
-                    ..base(Class::Different, e.prepared.kind.as_str())
+                    ..base(Class::Different, e.prepared.kind.as_label())
                 });
                 replace(&mut found, e.prepared, &r.memory_id);
             }
@@ -229,7 +229,7 @@ pub fn group(
                     .into_iter()
                     .map(|p| format!("content.{p}"))
                     .collect(),
-                ..base(Class::Different, e.prepared.kind.as_str())
+                ..base(Class::Different, e.prepared.kind.as_label())
             });
             replace(&mut found, e.prepared, &r.memory_id);
         }
@@ -240,7 +240,7 @@ pub fn group(
         if !matched_e[i] {
             found.differ(Difference {
                 legacy_time: at(e.prepared),
-                ..base(Class::MissingInOrchestrator, e.prepared.kind.as_str())
+                ..base(Class::MissingInOrchestrator, e.prepared.kind.as_label())
             });
             found.repairs.extend(needed_ensure(batch, e.prepared));
             found.repairs.push(reimport(e.prepared));
@@ -358,10 +358,10 @@ fn orchestrator_only(section: Section, key: &str, r: &Row, capped: bool) -> Diff
 /// The legacy entity a memory type stands for.
 fn entity_of(memory_type: &str) -> &'static str {
     match memory_type {
-        "decision" => Kind::Decision.as_str(),
-        "summary" => Kind::Summary.as_str(),
-        "interaction" => Kind::Memory.as_str(),
-        _ => Kind::Interaction.as_str(),
+        "decision" => Kind::Decision.as_label(),
+        "summary" => Kind::Summary.as_label(),
+        "interaction" => Kind::Memory.as_label(),
+        _ => Kind::Interaction.as_label(),
     }
 }
 

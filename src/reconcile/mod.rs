@@ -31,33 +31,19 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// What kind of difference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Class {
-    MissingInOrchestrator,
-    MissingInLegacy,
-    Different,
-    LegacyDrift,
+crate::labels! {
+    /// What kind of difference.
+    #[derive(PartialOrd, Ord, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Class {
+        MissingInOrchestrator = "missing_in_orchestrator",
+        MissingInLegacy = "missing_in_legacy",
+        Different = "different",
+        LegacyDrift = "legacy_drift",
+    }
 }
 
 impl Class {
-    pub const ALL: [Class; 4] = [
-        Class::MissingInOrchestrator,
-        Class::MissingInLegacy,
-        Class::Different,
-        Class::LegacyDrift,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::MissingInOrchestrator => "missing_in_orchestrator",
-            Class::MissingInLegacy => "missing_in_legacy",
-            Class::Different => "different",
-            Class::LegacyDrift => "legacy_drift",
-        }
-    }
-
     /// Whether it is a real inconsistency (drift is legacy's own doing).
     pub fn is_inconsistency(self) -> bool {
         self != Class::LegacyDrift
@@ -120,7 +106,7 @@ pub async fn run(options: &Options, pool: &PgPool) -> anyhow::Result<Report> {
     let mut seen: HashSet<(Section, String)> = HashSet::new();
     while let Some(batch) = rx.recv().await {
         for (kind, reason) in &batch.skipped {
-            report.unreadable(kind.as_str(), reason);
+            report.unreadable(kind.as_label(), reason);
         }
         let session = if batch.section == Section::Session {
             session(pool, &batch.key).await?

@@ -130,11 +130,11 @@ impl Report {
         for class in Class::ALL {
             match self.counts.get(&class) {
                 None => {
-                    let _ = writeln!(out, "| {} | — | 0 |", class.as_str());
+                    let _ = writeln!(out, "| {} | — | 0 |", class.as_label());
                 }
                 Some(m) => {
                     for (entity, n) in m {
-                        let _ = writeln!(out, "| {} | {entity} | {n} |", class.as_str());
+                        let _ = writeln!(out, "| {} | {entity} | {n} |", class.as_label());
                     }
                 }
             }
@@ -157,7 +157,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "\n## {} (first {} of {})\n",
-                class.as_str(),
+                class.as_label(),
                 of.len().min(limit),
                 self.count(class)
             );
@@ -173,7 +173,7 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "| {} | `{}` | {} | {} | {} | {}{} |",
-                    d.section.as_str(),
+                    d.section.as_label(),
                     d.key,
                     d.entity,
                     d.legacy_time.as_deref().unwrap_or("—"),

@@ -25,16 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The outcomes of `memshift_comparisons_total`, in the report's column order.
-pub const OUTCOMES: [&str; 8] = [
-    "match",
-    "mismatch",
-    "race",
-    "legacy_drift",
-    "shadow_error",
-    "shadow_timeout",
-    "legacy_error",
-    "skipped",
-];
+pub const OUTCOMES: [&str; crate::compare::Outcome::LABELS.len()] = crate::compare::Outcome::LABELS;
 
 #[derive(Clone, Debug)]
 pub struct Options {

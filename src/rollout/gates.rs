@@ -41,46 +41,30 @@ pub struct GateInputs {
     pub rolled_back: bool,
 }
 
-/// One gate (the `gate` label of `memshift_gate_open`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Gate {
-    /// No rollback holds: clear it before moving forward again.
-    NotRolledBack,
-    /// Mirrored writes are delivered: nothing older than `gate_max_outbox_age` pending and
-    /// no dead letter waiting. Needed past `dualwrite`.
-    OutboxCaughtUp,
-    /// At least `gate_min_comparisons` comparisons, and the upper confidence bound of the
-    /// inconsistency ratio below `max_inconsistency`. Needed to leave `shadow` (or an
-    /// earlier stage) forward: later stages compare fewer reads, or none.
-    Consistency,
-    /// The orchestrator answers every read already (`live` at `read_percent = 100`), so
-    /// making it primary for writes moves no read. Needed for `rampdown` and `complete`.
-    ServingAll,
-    /// The reverse outbox is delivered: legacy holds every write. Needed for `complete`,
-    /// which stops delivering it.
-    LegacyCaughtUp,
+crate::labels! {
+    /// One gate (the `gate` label of `memshift_gate_open`).
+    #[derive(Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Gate {
+        /// No rollback holds: clear it before moving forward again.
+        NotRolledBack = "not_rolled_back",
+        /// Mirrored writes are delivered: nothing older than `gate_max_outbox_age` pending and
+        /// no dead letter waiting. Needed past `dualwrite`.
+        OutboxCaughtUp = "outbox_caught_up",
+        /// At least `gate_min_comparisons` comparisons, and the upper confidence bound of the
+        /// inconsistency ratio below `max_inconsistency`. Needed to leave `shadow` (or an
+        /// earlier stage) forward: later stages compare fewer reads, or none.
+        Consistency = "consistency",
+        /// The orchestrator answers every read already (`live` at `read_percent = 100`), so
+        /// making it primary for writes moves no read. Needed for `rampdown` and `complete`.
+        ServingAll = "serving_all",
+        /// The reverse outbox is delivered: legacy holds every write. Needed for `complete`,
+        /// which stops delivering it.
+        LegacyCaughtUp = "legacy_caught_up",
+    }
 }
 
 impl Gate {
-    pub const ALL: [Gate; 5] = [
-        Gate::NotRolledBack,
-        Gate::OutboxCaughtUp,
-        Gate::Consistency,
-        Gate::ServingAll,
-        Gate::LegacyCaughtUp,
-    ];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Gate::NotRolledBack => "not_rolled_back",
-            Gate::OutboxCaughtUp => "outbox_caught_up",
-            Gate::Consistency => "consistency",
-            Gate::ServingAll => "serving_all",
-            Gate::LegacyCaughtUp => "legacy_caught_up",
-        }
-    }
-
     /// Whether the gate stands between stages `from` and `to`.
     fn guards(self, from: Stage, to: Stage) -> bool {
         to > from

@@ -4,32 +4,36 @@
 
 use super::triggers::Trigger;
 use crate::config::AgentConfig;
+use crate::metrics::RollbackReason;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tracing::error;
 
-/// A rollback that holds until an operator resumes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Latch {
-    Signal,
-    Admin,
-    Inconsistency,
-    Latency,
-    Errors,
+impl Latch {
+    /// The rollback reason it stands for.
+    pub fn reason(self) -> RollbackReason {
+        match self {
+            Latch::Signal => RollbackReason::Signal,
+            Latch::Admin => RollbackReason::Admin,
+            Latch::Inconsistency => RollbackReason::Inconsistency,
+            Latch::Latency => RollbackReason::Latency,
+            Latch::Errors => RollbackReason::Errors,
+        }
+    }
 }
 
-impl Latch {
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Latch::Signal => "signal",
-            Latch::Admin => "admin",
-            Latch::Inconsistency => "inconsistency",
-            Latch::Latency => "latency",
-            Latch::Errors => "errors",
-        }
+crate::labels! {
+    /// A rollback that holds until an operator resumes.
+    #[derive(PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Latch {
+        Signal = "signal",
+        Admin = "admin",
+        Inconsistency = "inconsistency",
+        Latency = "latency",
+        Errors = "errors",
     }
 }
 

@@ -30,7 +30,9 @@ pub use watch::Watch;
 
 use crate::config::{AgentConfig, FlagsFile, GateMode, RolloutSettings, parse_flags};
 use crate::flags::{self, AgentFlags, SharedFlags};
-use crate::metrics::{AgentMetrics, BACKEND_BUCKETS, Metrics, MirrorMetrics, Totals};
+use crate::metrics::{
+    AgentMetrics, BACKEND_BUCKETS, Metrics, MirrorMetrics, ReloadFailure, RollbackReason, Totals,
+};
 use anyhow::Context as _;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -217,7 +219,9 @@ impl Rollout {
             Err(e) => {
                 if force || state.refused != Some(Refused::Unreadable) {
                     error!(flags = %path.display(), "flags file unreadable, keeping the flags in force: {e}");
-                    self.metrics.rollout().reload_failed("unreadable");
+                    self.metrics
+                        .rollout()
+                        .reload_failed(ReloadFailure::Unreadable);
                     state.refused = Some(Refused::Unreadable);
                 }
                 return false;
@@ -245,7 +249,7 @@ impl Rollout {
             Ok(file) => file,
             Err(e) => {
                 error!(flags = %origin, "flags file invalid, keeping the flags in force: {e}");
-                self.metrics.rollout().reload_failed("invalid");
+                self.metrics.rollout().reload_failed(ReloadFailure::Invalid);
                 state.refused = Some(Refused::Content(sum));
                 return false;
             }
@@ -253,7 +257,7 @@ impl Rollout {
         if let Err(closed) = self.check_gates(state, &file) {
             state.refused = Some(Refused::Content(sum));
             error!(flags = %origin, "flags file refused by a gate, keeping the flags in force: {closed}");
-            self.metrics.rollout().reload_failed("gated");
+            self.metrics.rollout().reload_failed(ReloadFailure::Gated);
             return false;
         }
         for agent in &self.agents {
@@ -317,17 +321,17 @@ impl Rollout {
         }
     }
 
-    /// Why a rollback holds for agent `i` (labels of [`crate::metrics::ROLLBACK_REASONS`]).
-    fn reasons(&self, state: &State, i: usize) -> Vec<&'static str> {
+    /// Why a rollback holds for agent `i`.
+    fn reasons(&self, state: &State, i: usize) -> Vec<RollbackReason> {
         let name = &self.agents[i].name;
         let mut reasons = Vec::new();
         if state.file.rollback || state.file.agents.get(name).is_some_and(|f| f.rollback) {
-            reasons.push("flags_file");
+            reasons.push(RollbackReason::FlagsFile);
         }
         if state.panic {
-            reasons.push("panic_file");
+            reasons.push(RollbackReason::PanicFile);
         }
-        reasons.extend(state.latches[i].iter().map(|l| l.as_label()));
+        reasons.extend(state.latches[i].iter().map(|l| l.reason()));
         reasons
     }
 

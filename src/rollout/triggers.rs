@@ -19,26 +19,16 @@ use crate::config::AutoRollback;
 use statrs::distribution::{ContinuousCDF, Normal};
 use std::collections::VecDeque;
 
-/// One of the plan's three triggers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Trigger {
-    /// Mismatches over matches plus mismatches above 0.1 %.
-    Inconsistency,
-    /// The orchestrator's median read time above legacy's by more than 100 ms.
-    Latency,
-    /// Failed orchestrator calls above 1 %.
-    Errors,
-}
-
-impl Trigger {
-    pub const ALL: [Trigger; 3] = [Trigger::Inconsistency, Trigger::Latency, Trigger::Errors];
-
-    pub fn as_label(self) -> &'static str {
-        match self {
-            Trigger::Inconsistency => "inconsistency",
-            Trigger::Latency => "latency",
-            Trigger::Errors => "errors",
-        }
+crate::labels! {
+    /// One of the plan's three triggers.
+    #[derive(PartialOrd, Ord)]
+    pub enum Trigger {
+        /// Mismatches over matches plus mismatches above 0.1 %.
+        Inconsistency = "inconsistency",
+        /// The orchestrator's median read time above legacy's by more than 100 ms.
+        Latency = "latency",
+        /// Failed orchestrator calls above 1 %.
+        Errors = "errors",
     }
 }
 
