@@ -114,7 +114,7 @@ pub async fn run(config: &Config, args: &Args) -> anyhow::Result<Reconciled> {
         from: args.from.clone(),
         match_window: args.match_window,
     };
-    let mut report = reconcile::run(&options, store.pool()).await?;
+    let mut report = reconcile::run(&options, &store).await?;
     let mut before_repair = None;
     if args.repair && !report.repairs.is_empty() {
         let batches = std::mem::take(&mut report.repairs);
@@ -132,7 +132,7 @@ pub async fn run(config: &Config, args: &Args) -> anyhow::Result<Reconciled> {
         let (sent, failed) = tokio::task::spawn_blocking(move || send(settings, batches))
             .await
             .context("the repair sender panicked")??;
-        let mut verified = reconcile::run(&options, store.pool()).await?;
+        let mut verified = reconcile::run(&options, &store).await?;
         verified.repaired = sent;
         verified.repair_failed = failed;
         report.repaired = sent;
@@ -140,7 +140,7 @@ pub async fn run(config: &Config, args: &Args) -> anyhow::Result<Reconciled> {
         before_repair = Some(std::mem::replace(&mut report, verified));
     }
     for run in before_repair.iter().chain([&report]) {
-        reconcile::record(store.pool(), run).await?;
+        reconcile::record(&store, run).await?;
     }
     store.close().await;
 

@@ -87,7 +87,7 @@ pub async fn run(config: &Config, args: &Args) -> anyhow::Result<Written> {
     let url = config.database.resolve_url().map_err(anyhow::Error::msg)?;
     let vectors = VectorIndex::new(&config.embedding.model, config.embedding.dimension);
     let store = Store::connect_lazy(url.expose(), &config.database, vectors)?;
-    let report = Report::build(&options, prometheus.as_ref(), store.pool()).await;
+    let report = Report::build(&options, prometheus.as_ref(), &store).await;
     store.close().await;
     let report = report?;
 

@@ -12,27 +12,7 @@ use std::time::Duration;
 
 use crate::forgetting::{self, CONTEXTUAL_KEPT, Rule};
 
-/// A memory as the orchestrator holds it (active, not a twin).
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
-pub struct Row {
-    pub memory_id: String,
-    pub memory_type: String,
-    pub content: sqlx::types::Json<Value>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// A session as the orchestrator holds it.
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
-pub struct SessionRow {
-    pub user_id: Option<String>,
-    pub metadata: sqlx::types::Json<Value>,
-    pub is_archived: bool,
-    /// When legacy created it: session_memory deletes a session an hour (plus the UTC
-    /// offset) after its creation, however active it is.
-    pub created_at: DateTime<Utc>,
-    /// Sessions created after it within its hour: past 100, the agent evicts it.
-    pub newer: i64,
-}
+pub use crate::store::reconcile::{MemoryRow as Row, SessionRow};
 
 /// What one comparison found, and the operations that make the orchestrator match legacy.
 #[derive(Debug, Default)]

@@ -23,10 +23,11 @@ pub use report::Report;
 use crate::backfill::{Batch, Prepared};
 use crate::legacy::{self, Section};
 use crate::profile::Profile;
+use crate::store::Store;
+use crate::store::reconcile::{Owner, RunRecord};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,7 +89,7 @@ pub struct Options {
 ///
 /// # Errors
 /// The store cannot be read, or the database fails.
-pub async fn run(options: &Options, pool: &PgPool) -> anyhow::Result<Report> {
+pub async fn run(options: &Options, store: &Store) -> anyhow::Result<Report> {
     let started = Utc::now();
     let mut report = Report::new(options, started);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(64);
@@ -109,14 +110,14 @@ pub async fn run(options: &Options, pool: &PgPool) -> anyhow::Result<Report> {
             report.unreadable(kind.as_label(), reason);
         }
         let session = if batch.section == Section::Session {
-            session(pool, &batch.key).await?
+            session(store, &batch.key).await?
         } else {
             None
         };
         let keys = aliases(options.profile, &batch.key);
-        let rows = rows(pool, batch.section, &keys, source).await?;
+        let rows = rows(store, batch.section, &keys, source).await?;
         let interactions = if batch.section == Section::Summary {
-            self::rows(pool, Section::Interactions, &keys, source).await?
+            self::rows(store, Section::Interactions, &keys, source).await?
         } else {
             Vec::new()
         };
@@ -139,16 +140,16 @@ pub async fn run(options: &Options, pool: &PgPool) -> anyhow::Result<Report> {
 
     // Keys only the orchestrator has.
     for &section in Section::of(options.profile) {
-        for key in orchestrator_keys(pool, section, source).await? {
+        for key in orchestrator_keys(store, section, source).await? {
             if seen.contains(&(section, key.clone())) {
                 continue;
             }
             let session = if section == Section::Session {
-                session(pool, &key).await?
+                session(store, &key).await?
             } else {
                 None
             };
-            let rows = rows(pool, section, std::slice::from_ref(&key), source).await?;
+            let rows = rows(store, section, std::slice::from_ref(&key), source).await?;
             let found = compare::key_only_in_orchestrator(
                 options.profile,
                 section,
@@ -173,10 +174,6 @@ fn source_agent(profile: Profile) -> &'static str {
     }
 }
 
-/// Only what could be returned: active, unexpired, not a twin.
-const PRESENT: &str =
-    "is_active AND twin_of IS NULL AND (expires_at IS NULL OR expires_at > now())";
-
 /// The orchestrator's keys that a key of the agent's store file may stand for. The JSON
 /// agents write a `None` id as `"null"` and a number as its text (`translate::file_key`),
 /// so `"null"` in the file is the string `"null"` or `None`, each mirrored under its own
@@ -198,77 +195,43 @@ fn aliases(profile: Profile, key: &str) -> Vec<String> {
 }
 
 async fn rows(
-    pool: &PgPool,
+    store: &Store,
     section: Section,
     keys: &[String],
     source: &str,
 ) -> anyhow::Result<Vec<Row>> {
     let owner = if section == Section::Memories {
-        "session_id IS NULL AND user_id = ANY($1)"
+        Owner::User
     } else {
-        "session_id = ANY($1)"
+        Owner::Session
     };
-    let sql = format!(
-        "SELECT memory_id, memory_type, content, created_at FROM memory_entries
-         WHERE {owner} AND source_agent = $2 AND memory_type = ANY($3) AND {PRESENT}
-         ORDER BY created_at, memory_id"
-    );
-    let types: Vec<&str> = section.memory_types().to_vec();
-    sqlx::query_as(&sql)
-        .bind(keys)
-        .bind(source)
-        .bind(types)
-        .fetch_all(pool)
+    store
+        .held_memories(owner, keys, source, section.memory_types())
         .await
         .context("reading the orchestrator's memories")
 }
 
-async fn session(pool: &PgPool, key: &str) -> anyhow::Result<Option<SessionRow>> {
-    sqlx::query_as(
-        "SELECT s.user_id, s.metadata, s.is_archived, s.created_at,
-             (SELECT count(*) FROM sessions n
-              WHERE n.session_type = s.session_type AND n.created_at > s.created_at
-                AND n.created_at < s.created_at + make_interval(secs => $2)) AS newer
-         FROM sessions s WHERE s.session_id = $1",
-    )
-    .bind(key)
-    .bind(crate::forgetting::SESSION_LIFETIME.as_secs_f64())
-    .fetch_optional(pool)
-    .await
-    .context("reading the orchestrator's sessions")
+async fn session(store: &Store, key: &str) -> anyhow::Result<Option<SessionRow>> {
+    store
+        .held_session(key, crate::forgetting::SESSION_LIFETIME)
+        .await
+        .context("reading the orchestrator's sessions")
 }
 
 /// The keys the orchestrator holds for a section: sessions of the agent's type (the session
 /// agent's, unarchived) and owners of its memories.
 async fn orchestrator_keys(
-    pool: &PgPool,
+    store: &Store,
     section: Section,
     source: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let types: Vec<&str> = section.memory_types().to_vec();
-    let sql = match section {
-        Section::Memories => format!(
-            "SELECT DISTINCT user_id FROM memory_entries
-             WHERE session_id IS NULL AND user_id IS NOT NULL AND source_agent = $1
-               AND memory_type = ANY($2) AND {PRESENT}"
-        ),
-        Section::Session => format!(
-            "SELECT session_id FROM sessions WHERE session_type = 'conversation' AND NOT is_archived
-             UNION
-             SELECT session_id FROM memory_entries
-             WHERE session_id IS NOT NULL AND source_agent = $1 AND memory_type = ANY($2)
-               AND {PRESENT}"
-        ),
-        Section::Interactions | Section::Summary => format!(
-            "SELECT DISTINCT session_id FROM memory_entries
-             WHERE session_id IS NOT NULL AND source_agent = $1 AND memory_type = ANY($2)
-               AND {PRESENT}"
-        ),
+    let (owner, conversations) = match section {
+        Section::Memories => (Owner::User, false),
+        Section::Session => (Owner::Session, true),
+        Section::Interactions | Section::Summary => (Owner::Session, false),
     };
-    sqlx::query_scalar(&sql)
-        .bind(source)
-        .bind(types)
-        .fetch_all(pool)
+    store
+        .held_owners(owner, conversations, source, section.memory_types())
         .await
         .context("listing the orchestrator's keys")
 }
@@ -277,24 +240,21 @@ async fn orchestrator_keys(
 ///
 /// # Errors
 /// The database fails.
-pub async fn record(pool: &PgPool, report: &Report) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO reconcile_runs (agent, started_at, finished_at, legacy_entities,
-             orchestrator_entities, counts, repaired, repair_failed)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&report.agent)
-    .bind(report.started_at)
-    .bind(report.finished_at)
-    .bind(report.legacy_entities as i64)
-    .bind(report.orchestrator_entities as i64)
-    .bind(sqlx::types::Json(&report.counts))
-    .bind(report.repaired as i64)
-    .bind(report.repair_failed as i64)
-    .execute(pool)
-    .await
-    .context("recording the run in reconcile_runs")?;
-    Ok(())
+pub async fn record(store: &Store, report: &Report) -> anyhow::Result<()> {
+    let run = RunRecord {
+        agent: &report.agent,
+        started_at: report.started_at,
+        finished_at: report.finished_at,
+        legacy_entities: report.legacy_entities,
+        orchestrator_entities: report.orchestrator_entities,
+        counts: serde_json::to_value(&report.counts)?,
+        repaired: report.repaired,
+        repair_failed: report.repair_failed,
+    };
+    store
+        .record_reconcile_run(&run)
+        .await
+        .context("recording the run in reconcile_runs")
 }
 
 /// A repair batch for one key: the sessions first, then the rest, as the sender sends them.

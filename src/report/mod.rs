@@ -17,10 +17,10 @@ mod render;
 
 pub use metrics::Prometheus;
 
+use crate::store::Store;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -88,15 +88,7 @@ pub struct Timeline {
     pub points: Vec<(i64, f64)>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
-pub struct Pattern {
-    pub agent: String,
-    pub action: String,
-    pub paths: Vec<String>,
-    pub count: i64,
-    pub first: DateTime<Utc>,
-    pub last: DateTime<Utc>,
-}
+pub use crate::store::report::MismatchPattern as Pattern;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Outbox {
@@ -156,7 +148,7 @@ impl Report {
     pub async fn build(
         options: &Options,
         prometheus: Option<&Prometheus>,
-        pool: &PgPool,
+        store: &Store,
     ) -> anyhow::Result<Report> {
         let mut report = Report {
             from: options.start(),
@@ -182,16 +174,15 @@ impl Report {
                 "metrics: no Prometheus given (--prometheus or MEMSHIFT_PROMETHEUS)".to_owned(),
             ),
         }
-        report.patterns = patterns(pool, &report, options.top).await?;
-        report.mismatches_recorded = sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM shadow_mismatches WHERE recorded_at >= $1 AND recorded_at <= $2",
-        )
-        .bind(report.from)
-        .bind(report.until)
-        .fetch_one(pool)
-        .await
-        .context("counting shadow_mismatches")? as u64;
-        report.reconcile = reconcile_runs(pool, &report).await?;
+        report.patterns = store
+            .mismatch_patterns(report.from, report.until, options.top)
+            .await
+            .context("reading shadow_mismatches")?;
+        report.mismatches_recorded = store
+            .mismatches_recorded(report.from, report.until)
+            .await
+            .context("counting shadow_mismatches")?;
+        report.reconcile = reconcile_runs(store, &report).await?;
         Ok(report)
     }
 
@@ -209,57 +200,11 @@ impl Report {
     }
 }
 
-async fn patterns(pool: &PgPool, report: &Report, top: usize) -> anyhow::Result<Vec<Pattern>> {
-    sqlx::query_as(
-        r"SELECT agent, action, pattern AS paths, count(*) AS count,
-                 min(recorded_at) AS first, max(recorded_at) AS last
-              FROM (SELECT agent, action, recorded_at,
-                           ARRAY(SELECT DISTINCT regexp_replace(p, '\[[0-9]+\]', '[]', 'g')
-                                 FROM unnest(paths) AS p ORDER BY 1) AS pattern
-                    FROM shadow_mismatches
-                    WHERE recorded_at >= $1 AND recorded_at <= $2) m
-              GROUP BY agent, action, pattern
-              ORDER BY count(*) DESC, agent, action, pattern
-              LIMIT $3",
-    )
-    .bind(report.from)
-    .bind(report.until)
-    .bind(i64::try_from(top).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await
-    .context("reading shadow_mismatches")
-}
-
-/// One `reconcile_runs` row, with the agent's runs in the period.
-#[derive(sqlx::FromRow)]
-struct RunRow {
-    agent: String,
-    started_at: DateTime<Utc>,
-    finished_at: DateTime<Utc>,
-    legacy_entities: i64,
-    orchestrator_entities: i64,
-    /// Differences by class, then entity.
-    counts: sqlx::types::Json<BTreeMap<String, BTreeMap<String, u64>>>,
-    repaired: i64,
-    repair_failed: i64,
-    runs_in_period: i64,
-}
-
-async fn reconcile_runs(pool: &PgPool, report: &Report) -> anyhow::Result<Vec<ReconcileRun>> {
-    let rows: Vec<RunRow> = sqlx::query_as(
-        "SELECT DISTINCT ON (agent) agent, started_at, finished_at, legacy_entities,
-                orchestrator_entities, counts, repaired, repair_failed,
-                count(*) FILTER (WHERE started_at >= $1 AND started_at <= $2)
-                    OVER (PARTITION BY agent) AS runs_in_period
-         FROM reconcile_runs
-         WHERE started_at <= $2
-         ORDER BY agent, started_at DESC, id DESC",
-    )
-    .bind(report.from)
-    .bind(report.until)
-    .fetch_all(pool)
-    .await
-    .context("reading reconcile_runs")?;
+async fn reconcile_runs(store: &Store, report: &Report) -> anyhow::Result<Vec<ReconcileRun>> {
+    let rows = store
+        .latest_reconcile_runs(report.from, report.until)
+        .await
+        .context("reading reconcile_runs")?;
     Ok(rows
         .into_iter()
         .map(|r| ReconcileRun {

@@ -10,6 +10,8 @@ mod embeddings;
 mod entry;
 mod filter;
 mod memories;
+pub mod reconcile;
+pub mod report;
 mod schema;
 mod search;
 mod sessions;
