@@ -114,7 +114,7 @@ async fn run_action(
 ) -> Result<Value, ApiError> {
     let task = {
         let (service, req) = (service.clone(), req.clone());
-        tokio::spawn(async move { service.handle(&req).await }.in_current_span())
+        tokio::spawn(async move { super::actions::handle(&service, &req).await }.in_current_span())
     };
     let abort = task.abort_handle();
     match tokio::time::timeout_at(deadline.into(), task).await {

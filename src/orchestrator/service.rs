@@ -1,14 +1,13 @@
-//! The actions of the API, on top of the store: validate the payload, run the query,
-//! shape the reply's `data`.
+//! What every action's handler shares ([`Service`]), and how a store failure becomes the
+//! API's error. A leaf of the orchestrator: the handlers import it, and [`super::actions`]
+//! routes a request to them.
 
-use super::{comparisons, memories, queries, search, sessions};
 pub use crate::api::fingerprint;
-use crate::api::{Action, ApiError, ErrorCode, Request};
+use crate::api::{ApiError, ErrorCode};
 use crate::config::{EmbeddingSettings, OrchestratorSettings};
 use crate::embed::Embedder;
 use crate::metrics::OrchestratorMetrics;
 use crate::store::{Store, StoreError};
-use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -21,43 +20,6 @@ pub struct Service {
     pub settings: OrchestratorSettings,
     pub embedding: EmbeddingSettings,
     pub metrics: Arc<OrchestratorMetrics>,
-}
-
-impl Service {
-    /// Handles one parsed request; the `data` of a success reply.
-    ///
-    /// # Errors
-    /// The API error to answer with.
-    pub async fn handle(&self, req: &Request) -> Result<Value, ApiError> {
-        match req.action {
-            Action::Create => memories::create(self, req).await,
-            Action::Read => memories::read(self, req).await,
-            Action::Update => memories::update(self, req).await,
-            Action::Delete => memories::delete(self, req).await,
-            Action::BatchRead => queries::batch_read(self, req).await,
-            Action::BulkDelete => queries::bulk_delete(self, req).await,
-            Action::Summarize => queries::summarize(self, req).await,
-            Action::Search => search::search(self, req).await,
-            Action::CreateSession => sessions::create(self, req).await,
-            Action::EndSession => sessions::end(self, req).await,
-            Action::Health => Ok(self.health().await),
-            Action::RecordMismatch => comparisons::record(self, req).await,
-        }
-    }
-
-    async fn health(&self) -> Value {
-        let (database, backlog) = match self.store.embedding_backlog().await {
-            Ok((n, _)) => ("ok", json!(n)),
-            Err(_) => ("unavailable", Value::Null),
-        };
-        json!({
-            "status": if database == "ok" { "ok" } else { "degraded" },
-            "database": database,
-            "embedding_backlog": backlog,
-            "embedding_model": self.embedding.model,
-            "version": env!("CARGO_PKG_VERSION"),
-        })
-    }
 }
 
 /// SQLSTATE insufficient_privilege.
