@@ -95,9 +95,104 @@ fn read_file(path: &Path) -> anyhow::Result<(FlagsFile, u64)> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("reading the flags file {}", path.display()))?;
     let sum = checksum(&bytes);
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
-    Ok((parse_flags(&text, &path.display().to_string())?, sum))
+    let origin = path.display().to_string();
+    let file = parse_bytes(bytes, &origin).map_err(|e| match e {
+        Unparsed::NotText => anyhow::anyhow!("{origin}: not UTF-8 text"),
+        Unparsed::Invalid(e) => anyhow::Error::new(e),
+    })?;
+    Ok((file, sum))
+}
+
+/// Why a flags file's bytes are no flags file.
+enum Unparsed {
+    NotText,
+    Invalid(crate::config::ConfigErrors),
+}
+
+/// A flags file's bytes, validated; `origin` names it in the errors.
+fn parse_bytes(bytes: Vec<u8>, origin: &str) -> Result<FlagsFile, Unparsed> {
+    let text = String::from_utf8(bytes).map_err(|_| Unparsed::NotText)?;
+    parse_flags(&text, origin).map_err(Unparsed::Invalid)
+}
+
+/// What the rollout has made of earlier versions of the flags file.
+#[derive(Clone, Copy)]
+struct Seen {
+    /// The checksum of the file in force.
+    applied: Option<u64>,
+    refused: Option<Refused>,
+}
+
+/// What a look at the flags file decided.
+enum Reload {
+    /// Nothing to do: the file in force, or one refused already (unless forced).
+    Unchanged,
+    /// Empty: being written by an edit in place, not an order to turn every agent off.
+    Empty,
+    /// It cannot be read; `report` unless that was reported already (or forced).
+    Unreadable {
+        error: String,
+        report: bool,
+    },
+    Invalid {
+        sum: u64,
+        error: String,
+    },
+    /// Valid, but a gate refuses it.
+    Gated {
+        sum: u64,
+        closed: String,
+    },
+    Apply {
+        file: Box<FlagsFile>,
+        sum: u64,
+    },
+}
+
+/// Decides what to make of the flags file's bytes (or why they could not be read), given
+/// what was made of earlier versions and the gates. Pure but for `gates`.
+fn judge(
+    bytes: Result<Vec<u8>, String>,
+    seen: Seen,
+    force: bool,
+    origin: &str,
+    gates: impl FnOnce(&FlagsFile) -> Result<(), String>,
+) -> Reload {
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let report = force || seen.refused != Some(Refused::Unreadable);
+            return Reload::Unreadable { error, report };
+        }
+    };
+    // An edit in place truncates the file before it writes it: an empty file is one being
+    // written (turning every agent off would stop mirroring for as long as it lasted). The
+    // write that follows is a change of its own.
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Reload::Empty;
+    }
+    let sum = checksum(&bytes);
+    let known = seen.applied == Some(sum) || seen.refused == Some(Refused::Content(sum));
+    if known && !force {
+        return Reload::Unchanged;
+    }
+    let file = match parse_bytes(bytes, origin) {
+        Ok(file) => file,
+        Err(e) => {
+            let error = match e {
+                Unparsed::NotText => "not UTF-8 text".to_owned(),
+                Unparsed::Invalid(e) => e.to_string(),
+            };
+            return Reload::Invalid { sum, error };
+        }
+    };
+    match gates(&file) {
+        Ok(()) => Reload::Apply {
+            file: Box::new(file),
+            sum,
+        },
+        Err(closed) => Reload::Gated { sum, closed },
+    }
 }
 
 impl Rollout {
@@ -212,67 +307,64 @@ impl Rollout {
         }
     }
 
-    /// Reads the flags file and swaps it in if it is new, valid and passes the gates.
+    /// Reads the flags file and swaps it in if it is new, valid and passes the gates: the
+    /// file is read here, [`judge`] decides, and this carries the decision out (logs,
+    /// metrics, the state).
     fn reload(&self, state: &mut State, path: &Path, force: bool) -> bool {
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                if force || state.refused != Some(Refused::Unreadable) {
-                    error!(flags = %path.display(), "flags file unreadable, keeping the flags in force: {e}");
-                    self.metrics
-                        .rollout()
-                        .reload_failed(ReloadFailure::Unreadable);
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| e.to_string());
+        let seen = Seen {
+            applied: state.checksum,
+            refused: state.refused,
+        };
+        let decision = judge(bytes, seen, force, &origin, |file| {
+            self.check_gates(state, file)
+        });
+        let rollout = self.metrics.rollout();
+        match decision {
+            Reload::Unchanged => false,
+            Reload::Empty => {
+                if force {
+                    warn!(flags = %origin, "flags file empty, keeping the flags in force");
+                }
+                false
+            }
+            Reload::Unreadable { error, report } => {
+                if report {
+                    error!(flags = %origin, "flags file unreadable, keeping the flags in force: {error}");
+                    rollout.reload_failed(ReloadFailure::Unreadable);
                     state.refused = Some(Refused::Unreadable);
                 }
-                return false;
+                false
             }
-        };
-        // An edit in place truncates the file before it writes it: an empty file is one
-        // being written, not an order to turn every agent off (which would stop mirroring
-        // for as long as it lasted). The write that follows is a change of its own.
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            if force {
-                warn!(flags = %path.display(), "flags file empty, keeping the flags in force");
-            }
-            return false;
-        }
-        let sum = checksum(&bytes);
-        let seen = state.checksum == Some(sum) || state.refused == Some(Refused::Content(sum));
-        if seen && !force {
-            return false;
-        }
-        let origin = path.display().to_string();
-        let parsed = String::from_utf8(bytes)
-            .map_err(|_| "not UTF-8 text".to_owned())
-            .and_then(|text| parse_flags(&text, &origin).map_err(|e| e.to_string()));
-        let file = match parsed {
-            Ok(file) => file,
-            Err(e) => {
-                error!(flags = %origin, "flags file invalid, keeping the flags in force: {e}");
-                self.metrics.rollout().reload_failed(ReloadFailure::Invalid);
+            Reload::Invalid { sum, error } => {
+                error!(flags = %origin, "flags file invalid, keeping the flags in force: {error}");
+                rollout.reload_failed(ReloadFailure::Invalid);
                 state.refused = Some(Refused::Content(sum));
-                return false;
+                false
             }
-        };
-        if let Err(closed) = self.check_gates(state, &file) {
-            state.refused = Some(Refused::Content(sum));
-            error!(flags = %origin, "flags file refused by a gate, keeping the flags in force: {closed}");
-            self.metrics.rollout().reload_failed(ReloadFailure::Gated);
-            return false;
-        }
-        for agent in &self.agents {
-            let (old, new) = (state.file.agent(&agent.name), file.agent(&agent.name));
-            if old != new {
-                info!(agent = %agent.name, from = %describe(&old), to = %describe(&new), "flags changed");
+            Reload::Gated { sum, closed } => {
+                state.refused = Some(Refused::Content(sum));
+                error!(flags = %origin, "flags file refused by a gate, keeping the flags in force: {closed}");
+                rollout.reload_failed(ReloadFailure::Gated);
+                false
+            }
+            Reload::Apply { file, sum } => {
+                for agent in &self.agents {
+                    let (old, new) = (state.file.agent(&agent.name), file.agent(&agent.name));
+                    if old != new {
+                        info!(agent = %agent.name, from = %describe(&old), to = %describe(&new), "flags changed");
+                    }
+                }
+                state.file = *file;
+                state.checksum = Some(sum);
+                state.refused = None;
+                state.generation += 1;
+                rollout.reloads.inc();
+                info!(generation = state.generation, flags = %origin, "flags file applied");
+                true
             }
         }
-        state.file = file;
-        state.checksum = Some(sum);
-        state.refused = None;
-        state.generation += 1;
-        self.metrics.rollout().reloads.inc();
-        info!(generation = state.generation, flags = %origin, "flags file applied");
-        true
     }
 
     /// `Err` with every closed gate when the enforcing gates refuse `file`.
@@ -517,5 +609,93 @@ fn difference(prev: &(Totals, Vec<u64>), now: &(Totals, Vec<u64>)) -> Tally {
         errors: n.errors.saturating_sub(p.errors),
         orchestrator: buckets(&p.read_latency, &n.read_latency),
         legacy: buckets(&prev.1, &now.1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &[u8] = b"[agents.session]\nstage = \"dualwrite\"\n";
+
+    fn open(_: &FlagsFile) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn judged(bytes: Result<&[u8], &str>, seen: Seen, force: bool) -> Reload {
+        let bytes = bytes.map(<[u8]>::to_vec).map_err(str::to_owned);
+        judge(bytes, seen, force, "flags.toml", open)
+    }
+
+    const NOTHING: Seen = Seen {
+        applied: None,
+        refused: None,
+    };
+
+    #[test]
+    fn a_new_valid_file_is_applied_and_the_same_one_again_changes_nothing() {
+        let Reload::Apply { sum, .. } = judged(Ok(VALID), NOTHING, false) else {
+            panic!("applied");
+        };
+        let applied = Seen {
+            applied: Some(sum),
+            refused: None,
+        };
+        assert!(matches!(
+            judged(Ok(VALID), applied, false),
+            Reload::Unchanged
+        ));
+        assert!(matches!(
+            judged(Ok(VALID), applied, true),
+            Reload::Apply { .. }
+        ));
+    }
+
+    #[test]
+    fn an_empty_file_is_one_being_written() {
+        assert!(matches!(judged(Ok(b" \n\t"), NOTHING, true), Reload::Empty));
+        assert!(matches!(judged(Ok(b""), NOTHING, false), Reload::Empty));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_once_unless_forced() {
+        let first = judged(Err("gone"), NOTHING, false);
+        assert!(matches!(first, Reload::Unreadable { report: true, .. }));
+        let refused = Seen {
+            applied: None,
+            refused: Some(Refused::Unreadable),
+        };
+        let again = judged(Err("gone"), refused, false);
+        assert!(matches!(again, Reload::Unreadable { report: false, .. }));
+        let forced = judged(Err("gone"), refused, true);
+        assert!(matches!(forced, Reload::Unreadable { report: true, .. }));
+    }
+
+    #[test]
+    fn an_invalid_file_is_refused_once_unless_forced() {
+        let bad: &[u8] = b"[agents.session]\nstage = \"sideways\"\n";
+        let Reload::Invalid { sum, error } = judged(Ok(bad), NOTHING, false) else {
+            panic!("invalid");
+        };
+        assert!(error.contains("sideways"), "{error}");
+        let refused = Seen {
+            applied: None,
+            refused: Some(Refused::Content(sum)),
+        };
+        assert!(matches!(judged(Ok(bad), refused, false), Reload::Unchanged));
+        assert!(matches!(
+            judged(Ok(bad), refused, true),
+            Reload::Invalid { .. }
+        ));
+        let not_text = judged(Ok(&[0xff, 0xfe]), NOTHING, false);
+        assert!(matches!(not_text, Reload::Invalid { error, .. } if error == "not UTF-8 text"));
+    }
+
+    #[test]
+    fn a_closed_gate_refuses_a_valid_file() {
+        let gated = judge(Ok(VALID.to_vec()), NOTHING, false, "flags.toml", |_| {
+            Err("session: comparisons".to_owned())
+        });
+        assert!(matches!(gated, Reload::Gated { closed, .. } if closed == "session: comparisons"));
     }
 }
