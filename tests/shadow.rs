@@ -9,7 +9,6 @@ use common::rig::*;
 use common::*;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use std::time::Duration;
 use tempfile::TempDir;
 
 const SHADOW: &str = "stage = \"shadow\"\nshadow_percent = 100\n";
@@ -321,7 +320,14 @@ fn a_session_the_legacy_agent_expired_is_legacy_drift() {
         ],
     );
     assert_eq!(rig.drain(), 0);
-    std::thread::sleep(Duration::from_millis(1600));
+    // Asked directly, so that only the read through the proxy is compared.
+    let ctx = zmq::Context::new();
+    let direct = req_socket(&ctx, &rig.legacy.endpoint);
+    let read = json!({"action": "get_context", "session_id": "idle"}).to_string();
+    wait_for("the legacy agent to expire the session", TIMEOUT, || {
+        let reply: Value = serde_json::from_slice(&request(&direct, read.as_bytes())).unwrap();
+        (reply["context"] == json!([])).then_some(())
+    });
     let reply = &send_all(
         &rig,
         &[json!({"action": "get_context", "session_id": "idle"})],

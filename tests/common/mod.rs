@@ -42,6 +42,19 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
+/// Asserts that `check` holds throughout `period` (polled every 10 ms): for what must not
+/// happen, which no deadline can show. Fails as soon as it does not hold.
+pub fn holds(what: &str, period: Duration, mut check: impl FnMut() -> bool) {
+    let end = Instant::now() + period;
+    loop {
+        assert!(check(), "{what} did not hold");
+        if Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A Python stand-in of one legacy agent.
 pub struct StandIn {
     child: Child,
