@@ -47,47 +47,12 @@ pub fn group(
     interactions: &[Row],
     window: Duration,
 ) -> Found {
-    let mut found = Found::default();
-    let at = |p: &Prepared| Some(micros(p.at));
-    let base = |class, entity: &'static str| Difference {
-        class,
-        section: batch.section,
-        key: batch.key.clone(),
-        entity,
-        legacy_time: None,
-        memory_id: None,
-        paths: Vec::new(),
-        reason: None,
-        repairable: true,
+    let mut g = Grouping {
+        batch,
+        window,
+        found: Found::default(),
     };
-
-    // The session row, for the agent whose sessions are entities of their own.
-    if let Some(row_ensure) = batch.ensures.iter().find(|e| e.kind == Kind::Session) {
-        found.legacy += 1;
-        match session {
-            None => {
-                found.differ(Difference {
-                    legacy_time: at(row_ensure),
-                    ..base(Class::MissingInOrchestrator, "session")
-                });
-                found.repairs.push(row_ensure.clone());
-            }
-            Some(s) => {
-                found.orchestrator += 1;
-                let paths = session_paths(&row_ensure.op, s);
-                if !paths.is_empty() {
-                    // The API completes sessions but never overwrites them.
-                    found.differ(Difference {
-                        legacy_time: at(row_ensure),
-                        paths,
-                        repairable: false,
-                        ..base(Class::Different, "session")
-                    });
-                }
-            }
-        }
-    }
-
+    g.session_row(session);
     let mut expected: Vec<Expected> = batch
         .creates
         .iter()
@@ -104,152 +69,250 @@ pub fn group(
             _ => None,
         })
         .collect();
-    found.legacy += expected.len() as u64;
+    g.found.legacy += expected.len() as u64;
     // A contextual summary is derived state: judged against what the orchestrator derives.
     let (summary_rows, mut actual): (Vec<Row>, Vec<Row>) =
         rows.into_iter().partition(|r| r.memory_type == "summary");
     if let Some(i) = expected.iter().position(|e| e.memory_type == "summary") {
         let e = expected.remove(i);
-        let difference = summary(&e, interactions, &summary_rows);
-        if difference.is_none()
-            || difference
-                .as_ref()
-                .is_some_and(|(c, _)| *c == Class::Different)
-        {
-            found.orchestrator += 1;
-        }
-        if let Some((class, paths)) = difference {
-            found.differ(Difference {
-                legacy_time: at(e.prepared),
-                paths,
-                ..base(class, e.prepared.kind.as_label())
-            });
-            found.repairs.extend(needed_ensure(batch, e.prepared));
-            found.repairs.push(reimport(e.prepared));
-        }
+        g.summary(&e, interactions, &summary_rows);
     }
-    found.orchestrator += actual.len() as u64;
+    g.found.orchestrator += actual.len() as u64;
     expected.sort_by_key(|e| e.prepared.at);
     actual.sort_by_key(|r| r.created_at);
+    let mut m = Matched {
+        expected: vec![false; expected.len()],
+        actual: vec![false; actual.len()],
+    };
+    g.same_content(&expected, &actual, &mut m);
+    g.same_moment(&expected, &actual, &mut m);
+    g.only_in_legacy(&expected, &m);
+    g.only_in_orchestrator(&expected, &actual, &m);
+    let mut found = g.found;
+    found
+        .repairs
+        .sort_by_key(|p| !matches!(p.op, MirrorOp::EnsureSession { .. }));
+    found.repairs.dedup();
+    found
+}
 
-    // 1. The same memory on both sides: equal type and content, paired in time order
-    //    within the window first (a record repeated word for word stays paired with its
-    //    own time), then the rest of each such group in order: the same content at
-    //    another time. Pairing runs from the newest back: the legacy agents only ever
-    //    forget their oldest records (contextual's cap), so a burst of identical records
-    //    closer together than the window leaves the forgotten ones at the old end, where
-    //    step 4 recognises them as drift.
-    let mut by_content: BTreeMap<(String, String), (Vec<usize>, Vec<usize>)> = BTreeMap::new();
-    for (i, e) in expected.iter().enumerate() {
-        let k = (e.memory_type.to_owned(), canonical(e.content));
-        by_content.entry(k).or_default().0.push(i);
+/// One group's comparison under way.
+struct Grouping<'a> {
+    batch: &'a Batch,
+    window: Duration,
+    found: Found,
+}
+
+/// Which expected records and which rows are paired already.
+struct Matched {
+    expected: Vec<bool>,
+    actual: Vec<bool>,
+}
+
+impl Matched {
+    fn pair(&mut self, i: usize, j: usize) {
+        self.expected[i] = true;
+        self.actual[j] = true;
     }
-    for (j, r) in actual.iter().enumerate() {
-        let k = (r.memory_type.clone(), canonical(&r.content));
-        if let Some(slot) = by_content.get_mut(&k) {
-            slot.1.push(j);
+}
+
+impl Grouping<'_> {
+    fn base(&self, class: Class, entity: &'static str) -> Difference {
+        Difference {
+            class,
+            section: self.batch.section,
+            key: self.batch.key.clone(),
+            entity,
+            legacy_time: None,
+            memory_id: None,
+            paths: Vec::new(),
+            reason: None,
+            repairable: true,
         }
     }
-    let mut matched_e = vec![false; expected.len()];
-    let mut matched_a = vec![false; actual.len()];
-    for (es, rs) in by_content.values() {
-        let (mut x, mut y) = (es.len(), rs.len());
-        while x > 0 && y > 0 {
-            let (e, r) = (&expected[es[x - 1]], &actual[rs[y - 1]]);
-            if within(e.prepared.at, r.created_at, window) {
-                matched_e[es[x - 1]] = true;
-                matched_a[rs[y - 1]] = true;
-                x -= 1;
-                y -= 1;
-            } else if e.prepared.at > r.created_at {
-                x -= 1;
-            } else {
-                y -= 1;
+
+    /// The session row, for the agent whose sessions are entities of their own.
+    fn session_row(&mut self, session: Option<&SessionRow>) {
+        let Some(row_ensure) = self.batch.ensures.iter().find(|e| e.kind == Kind::Session) else {
+            return;
+        };
+        self.found.legacy += 1;
+        match session {
+            None => {
+                self.found.differ(Difference {
+                    legacy_time: at(row_ensure),
+                    ..self.base(Class::MissingInOrchestrator, "session")
+                });
+                self.found.repairs.push(row_ensure.clone());
+            }
+            Some(s) => {
+                self.found.orchestrator += 1;
+                let paths = session_paths(&row_ensure.op, s);
+                if !paths.is_empty() {
+                    // The API completes sessions but never overwrites them.
+                    let difference = Difference {
+                        legacy_time: at(row_ensure),
+                        paths,
+                        repairable: false,
+                        ..self.base(Class::Different, "session")
+                    };
+                    self.found.differ(difference);
+                }
             }
         }
-        let left_e: Vec<usize> = es.iter().copied().filter(|&i| !matched_e[i]).collect();
-        let left_a: Vec<usize> = rs.iter().copied().filter(|&j| !matched_a[j]).collect();
-        for (i, j) in left_e.into_iter().zip(left_a) {
-            matched_e[i] = true;
-            matched_a[j] = true;
-            let (e, r) = (&expected[i], &actual[j]);
-            {
-                found.differ(Difference {
+    }
+
+    /// A contextual summary, against the one the orchestrator derives.
+    fn summary(&mut self, e: &Expected, interactions: &[Row], summary_rows: &[Row]) {
+        let difference = summary(e, interactions, summary_rows);
+        if difference
+            .as_ref()
+            .is_none_or(|(c, _)| *c == Class::Different)
+        {
+            self.found.orchestrator += 1;
+        }
+        if let Some((class, paths)) = difference {
+            let difference = Difference {
+                legacy_time: at(e.prepared),
+                paths,
+                ..self.base(class, e.prepared.kind.as_label())
+            };
+            self.found.differ(difference);
+            self.found
+                .repairs
+                .extend(needed_ensure(self.batch, e.prepared));
+            self.found.repairs.push(reimport(e.prepared));
+        }
+    }
+
+    /// Step 1. The same memory on both sides: equal type and content, paired in time order
+    /// within the window first (a record repeated word for word stays paired with its own
+    /// time), then the rest of each such group in order: the same content at another time.
+    /// Pairing runs from the newest back: the legacy agents only ever forget their oldest
+    /// records (contextual's cap), so a burst of identical records closer together than the
+    /// window leaves the forgotten ones at the old end, where step 4 recognises them as
+    /// drift.
+    fn same_content(&mut self, expected: &[Expected], actual: &[Row], m: &mut Matched) {
+        let mut by_content: BTreeMap<(String, String), (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+        for (i, e) in expected.iter().enumerate() {
+            let k = (e.memory_type.to_owned(), canonical(e.content));
+            by_content.entry(k).or_default().0.push(i);
+        }
+        for (j, r) in actual.iter().enumerate() {
+            let k = (r.memory_type.clone(), canonical(&r.content));
+            if let Some(slot) = by_content.get_mut(&k) {
+                slot.1.push(j);
+            }
+        }
+        for (es, rs) in by_content.values() {
+            let (mut x, mut y) = (es.len(), rs.len());
+            while x > 0 && y > 0 {
+                let (e, r) = (&expected[es[x - 1]], &actual[rs[y - 1]]);
+                if within(e.prepared.at, r.created_at, self.window) {
+                    m.pair(es[x - 1], rs[y - 1]);
+                    x -= 1;
+                    y -= 1;
+                } else if e.prepared.at > r.created_at {
+                    x -= 1;
+                } else {
+                    y -= 1;
+                }
+            }
+            let left_e: Vec<usize> = es.iter().copied().filter(|&i| !m.expected[i]).collect();
+            let left_a: Vec<usize> = rs.iter().copied().filter(|&j| !m.actual[j]).collect();
+            for (i, j) in left_e.into_iter().zip(left_a) {
+                m.pair(i, j);
+                let (e, r) = (&expected[i], &actual[j]);
+                let difference = Difference {
                     legacy_time: at(e.prepared),
                     memory_id: Some(r.memory_id.clone()),
                     paths: vec!["created_at".into()],
-                    ..base(Class::Different, e.prepared.kind.as_label())
-                });
-                replace(&mut found, e.prepared, &r.memory_id);
+                    ..self.base(Class::Different, e.prepared.kind.as_label())
+                };
+                self.found.differ(difference);
+                replace(&mut self.found, e.prepared, &r.memory_id);
             }
         }
     }
 
-    // 2. The same moment with different contents: one memory that differs.
-    for (i, e) in expected.iter().enumerate() {
-        if matched_e[i] {
-            continue;
-        }
-        let nearest = actual
-            .iter()
-            .enumerate()
-            .filter(|(j, r)| {
-                !matched_a[*j]
-                    && r.memory_type == e.memory_type
-                    && within(e.prepared.at, r.created_at, window)
-            })
-            .min_by_key(|(_, r)| (r.created_at - e.prepared.at).abs());
-        if let Some((j, r)) = nearest {
-            matched_e[i] = true;
-            matched_a[j] = true;
-            found.differ(Difference {
+    /// Step 2. The same moment with different contents: one memory that differs.
+    fn same_moment(&mut self, expected: &[Expected], actual: &[Row], m: &mut Matched) {
+        for (i, e) in expected.iter().enumerate() {
+            if m.expected[i] {
+                continue;
+            }
+            let nearest = actual
+                .iter()
+                .enumerate()
+                .filter(|(j, r)| {
+                    !m.actual[*j]
+                        && r.memory_type == e.memory_type
+                        && within(e.prepared.at, r.created_at, self.window)
+                })
+                .min_by_key(|(_, r)| (r.created_at - e.prepared.at).abs());
+            let Some((j, r)) = nearest else {
+                continue;
+            };
+            m.pair(i, j);
+            let difference = Difference {
                 legacy_time: at(e.prepared),
                 memory_id: Some(r.memory_id.clone()),
                 paths: crate::compare::paths(e.content, &r.content)
                     .into_iter()
                     .map(|p| format!("content.{p}"))
                     .collect(),
-                ..base(Class::Different, e.prepared.kind.as_label())
-            });
-            replace(&mut found, e.prepared, &r.memory_id);
+                ..self.base(Class::Different, e.prepared.kind.as_label())
+            };
+            self.found.differ(difference);
+            replace(&mut self.found, e.prepared, &r.memory_id);
         }
     }
 
-    // 3. What only legacy has.
-    for (i, e) in expected.iter().enumerate() {
-        if !matched_e[i] {
-            found.differ(Difference {
+    /// Step 3. What only legacy has.
+    fn only_in_legacy(&mut self, expected: &[Expected], m: &Matched) {
+        for (i, e) in expected.iter().enumerate() {
+            if m.expected[i] {
+                continue;
+            }
+            let difference = Difference {
                 legacy_time: at(e.prepared),
-                ..base(Class::MissingInOrchestrator, e.prepared.kind.as_label())
-            });
-            found.repairs.extend(needed_ensure(batch, e.prepared));
-            found.repairs.push(reimport(e.prepared));
+                ..self.base(Class::MissingInOrchestrator, e.prepared.kind.as_label())
+            };
+            self.found.differ(difference);
+            self.found
+                .repairs
+                .extend(needed_ensure(self.batch, e.prepared));
+            self.found.repairs.push(reimport(e.prepared));
         }
     }
 
-    // 4. What only the orchestrator has: legacy's own forgetting, or a real difference.
-    let interactions = expected
-        .iter()
-        .filter(|e| e.prepared.kind == Kind::Interaction)
-        .count();
-    let oldest_kept = expected.first().map(|e| e.prepared.at);
-    for (j, r) in actual.iter().enumerate() {
-        if matched_a[j] {
-            continue;
-        }
-        let capped = batch.section == Section::Interactions
-            && interactions >= CONTEXTUAL_KEPT
-            && oldest_kept.is_some_and(|oldest| r.created_at < oldest);
-        found.differ(orchestrator_only(batch.section, &batch.key, r, capped));
-        if !capped {
-            found.repairs.push(delete(r));
+    /// Step 4. What only the orchestrator has: legacy's own forgetting, or a real
+    /// difference.
+    fn only_in_orchestrator(&mut self, expected: &[Expected], actual: &[Row], m: &Matched) {
+        let interactions = expected
+            .iter()
+            .filter(|e| e.prepared.kind == Kind::Interaction)
+            .count();
+        let oldest_kept = expected.first().map(|e| e.prepared.at);
+        for (j, r) in actual.iter().enumerate() {
+            if m.actual[j] {
+                continue;
+            }
+            let capped = self.batch.section == Section::Interactions
+                && interactions >= CONTEXTUAL_KEPT
+                && oldest_kept.is_some_and(|oldest| r.created_at < oldest);
+            let difference = orchestrator_only(self.batch.section, &self.batch.key, r, capped);
+            self.found.differ(difference);
+            if !capped {
+                self.found.repairs.push(delete(r));
+            }
         }
     }
-    found
-        .repairs
-        .sort_by_key(|p| !matches!(p.op, MirrorOp::EnsureSession { .. }));
-    found.repairs.dedup();
-    found
+}
+
+/// A legacy record's time, as a difference shows it.
+fn at(p: &Prepared) -> Option<String> {
+    Some(micros(p.at))
 }
 
 /// A key only the orchestrator has. A session that legacy expired or evicted is legacy's own
