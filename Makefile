@@ -29,7 +29,7 @@ bench-orchestrator: bootstrap
 	scripts/pg.sh run cargo bench --bench orchestrator
 
 # The alert rules are valid and their unit tests pass; the dashboards' JSON is what
-# dashboards/generate.py writes. (tests/prometheus.rs runs the same checks.)
+# dashboards/generate.py writes. (tests/it/prometheus.rs runs the same checks.)
 check-alerts: bootstrap
 	promtool check rules dashboards/prometheus/alerts.yml
 	promtool test rules dashboards/prometheus/alerts.test.yml

@@ -13,7 +13,7 @@ need_apt=()
 dpkg -s libzmq3-dev >/dev/null 2>&1 || need_apt+=(libzmq3-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
-# promtool and prometheus: the alert rules' unit tests and tests/prometheus.rs.
+# promtool and prometheus: the alert rules' unit tests and tests/it/prometheus.rs.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 # GNU time: peak memory in make bench-backfill.
 [ -x /usr/bin/time ] || need_apt+=(time)

@@ -239,7 +239,7 @@ impl Intake {
         let mut dropped: Vec<(String, &'static str)> = Vec::new();
         let mut problem = None;
         let pending = self.pending.load(Ordering::Relaxed);
-        for (i, a) in batch.iter().enumerate() {
+        for (i, a) in batch.iter_mut().enumerate() {
             if !a.share.includes(&a.mirror.key) {
                 self.metrics.write(a.action, WriteOutcome::NotSampled);
                 continue;
@@ -252,10 +252,17 @@ impl Intake {
                 continue;
             }
             queued.push(i);
-            entries.extend(a.mirror.ops.iter().map(|op| NewEntry {
+            // A write's operations move into the entries; a read's change is remembered
+            // afterwards (see `remember`), so it is copied.
+            let ops = if a.read {
+                a.mirror.ops.clone()
+            } else {
+                std::mem::take(&mut a.mirror.ops)
+            };
+            entries.extend(ops.into_iter().map(|op| NewEntry {
                 key: a.mirror.key.clone(),
                 action: a.action,
-                op: op.clone(),
+                op,
                 accepted_at: a.at,
             }));
         }

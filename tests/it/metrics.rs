@@ -1,6 +1,6 @@
 //! The metrics endpoint counts what was sent, and /healthz tells the truth.
 
-mod common;
+use crate::common;
 
 use common::*;
 

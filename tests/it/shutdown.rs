@@ -1,7 +1,7 @@
 //! Graceful shutdown of the real binary: SIGTERM/SIGINT stop new requests, finish in-flight
 //! ones within the grace period and exit 0; a second signal exits at once; nothing hangs.
 
-mod common;
+use crate::common;
 
 use common::*;
 use nix::sys::signal::Signal;

@@ -2,7 +2,7 @@
 //! as the fallback. Every answer is checked against what the legacy agent itself says to
 //! the same request, asked directly.
 
-mod common;
+use crate::common;
 
 use common::rig::*;
 use common::*;

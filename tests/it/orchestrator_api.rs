@@ -1,7 +1,7 @@
 //! Every action of the orchestrator's API against a real PostgreSQL with pgvector: success
 //! and error paths, the envelope, idempotent repeats.
 
-mod common;
+use crate::common;
 
 use common::pg::{self, Orchestrator, TestDb};
 use common::*;

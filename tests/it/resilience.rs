@@ -1,7 +1,7 @@
 //! The legacy agent restarting mid-traffic is survived: the proxy reconnects, counts what
 //! failed, and serves again — with the agent's data intact.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! one slower than the deadline, overload, a revoked permission. The orchestrator answers
 //! each with the right error code and keeps serving.
 
-mod common;
+use crate::common;
 
 use common::pg::{self, Orchestrator, PgCluster, TestDb};
 use common::*;

@@ -1,6 +1,6 @@
 //! The command line: configuration errors are all reported, with exit status 64.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! one through `memshift proxy`; every reply must be byte-identical. The script covers every
 //! action of the agent, its error replies, invalid JSON and non-ASCII text.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! The `memshift orchestrator` and `memshift migrate` processes: concurrency, metrics and
 //! health, graceful shutdown on real signals, configuration.
 
-mod common;
+use crate::common;
 
 use common::pg::{self, Orchestrator, TestDb};
 use common::*;

@@ -3,7 +3,7 @@
 //! bytes the agent itself answers, key order included (only the agent's clock masked).
 //!
 //! Why: in stage `live` the orchestrator answers reads in the agent's place, and clients
-//! see bytes. The fidelity drill (`tests/fidelity.rs`) walks one fixed workload through the
+//! see bytes. The fidelity drill (`tests/it/fidelity.rs`) walks one fixed workload through the
 //! whole stack; this property aims at the two pure halves that decide those bytes —
 //! `translate` (what a write becomes for the orchestrator) and `answer` (what a read
 //! renders from it) — with many generated histories against the real Python stand-ins,
@@ -39,7 +39,7 @@
 //! replayed, minimised, by a test of their own at the end, so that they fail on every run
 //! and not only in the runs that happen to generate them.
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{StandIn, req_socket};

@@ -8,7 +8,7 @@
 //!    agent's clock masked: it stamps its own times, which no proxy can know);
 //! 3. `memshift reconcile` of the stand-in's store: 0 inconsistencies.
 
-mod common;
+use crate::common;
 
 use common::pg::{TestDb, config_with_database};
 use common::rig::*;

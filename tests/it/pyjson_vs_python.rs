@@ -1,7 +1,7 @@
 //! `pyjson::dumps` against CPython itself: random JSON documents encoded by both must be the
 //! same bytes. (The unit tests pin known cases; this looks for the unknown ones.)
 
-mod common;
+use crate::common;
 
 use common::repo;
 use memshift::pyjson;

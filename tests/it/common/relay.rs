@@ -34,8 +34,7 @@ pub enum Fault {
 pub struct Relay {
     pub endpoint: String,
     fault: Arc<Mutex<Fault>>,
-    /// Reads relayed, and replies altered (corrupted or failed).
-    pub reads: Arc<AtomicU64>,
+    /// Replies altered (corrupted or failed).
     pub altered: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -64,7 +63,7 @@ impl Relay {
             front,
             orchestrator: orchestrator.to_owned(),
             fault: fault.clone(),
-            reads: reads.clone(),
+            reads,
             altered: altered.clone(),
             idle: Vec::new(),
             busy: Vec::new(),
@@ -75,7 +74,6 @@ impl Relay {
         Relay {
             endpoint,
             fault,
-            reads,
             altered,
             stop,
             thread: Some(thread),

@@ -2,7 +2,7 @@
 //! reply bytes decide the verdict, the mirror ops go to a real orchestrator — and replaying
 //! every op again (a retried delivery) changes nothing.
 
-mod common;
+use crate::common;
 
 use common::pg;
 use common::*;

@@ -1,7 +1,6 @@
 //! Shared test harness: the real `memshift` binary, the Python legacy stand-ins, and ZMQ
 //! clients on 127.0.0.1 with `*` ports read back. Every wait has a deadline; every socket a
 //! receive timeout; every child process is killed on drop.
-#![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod pg;
 pub mod prometheus;

@@ -2,7 +2,7 @@
 //! orchestrator, builds the legacy-shape answer and compares. Real stand-ins, the real
 //! orchestrator and PostgreSQL; the outcomes read back from the proxy's metrics and logs.
 
-mod common;
+use crate::common;
 
 use common::pg::{Orchestrator, TestDb};
 use common::rig::*;

@@ -1,7 +1,7 @@
 //! The guard keeps requests that would crash or wedge an agent away from it, and answers in
 //! the agent's own error shape.
 
-mod common;
+use crate::common;
 
 use common::*;
 

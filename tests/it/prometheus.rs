@@ -4,7 +4,7 @@
 //! Also the rules' own checks: `promtool check rules`, `promtool test rules`, and the
 //! dashboards' JSON matching their generator.
 
-mod common;
+use crate::common;
 
 use common::prometheus::{Prometheus, Stand};
 use common::*;

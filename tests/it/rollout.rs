@@ -2,7 +2,7 @@
 //! the kill switch under load, and the automatic rollback triggers provoked through a
 //! faulty line to the real orchestrator (`common::relay`).
 
-mod common;
+use crate::common;
 
 use common::relay::{Fault, Relay};
 use common::rig::*;

@@ -1,6 +1,6 @@
 //! Many clients at once each get their own reply; a client that vanishes disturbs no one.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Search over a hand-checkable corpus (semantic, keyword, hybrid), filters, expiry, soft
 //! deletes, and the OpenAI-compatible embedding provider with its retries.
 
-mod common;
+use crate::common;
 
 use common::pg::{self, Orchestrator, TestDb};
 use common::*;

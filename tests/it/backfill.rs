@@ -3,7 +3,7 @@
 //! real PostgreSQL: everything imported with its legacy time, nothing twice, and a
 //! reconcile that finds nothing; then differences injected on each side, found, repaired.
 
-mod common;
+use crate::common;
 
 use common::pg::{Orchestrator, TestDb};
 use common::*;

@@ -2,7 +2,7 @@
 //! write mirrored through the outbox to a real orchestrator on a real PostgreSQL; and the
 //! faults the mirror must survive, each provoked for real.
 
-mod common;
+use crate::common;
 
 use common::pg::{self, Orchestrator, TestDb};
 use common::rig::*;
