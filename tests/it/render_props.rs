@@ -488,8 +488,12 @@ fn check<C: Clone + Debug>(
         t.shapes,
         started.elapsed()
     );
+    // Most reads must really be compared. The generator makes a declined read (a list
+    // query with text outside ASCII, a `max_tokens` below i64::MIN) about one time in ten:
+    // a quarter leaves room for a random run of 32 cases (4 of 32 happened), and still
+    // fails a renderer that declines as a habit.
     assert!(
-        unsupported * 10 <= t.reads,
+        unsupported * 4 <= t.reads,
         "{agent}: {unsupported} of {} reads unsupported",
         t.reads
     );
