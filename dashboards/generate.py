@@ -6,7 +6,7 @@ dashboards/generate.py`). `--check` exits 1 when a committed file differs from w
 file generates, which the test suite runs so the two cannot drift apart.
 
 Every panel's PromQL may use two Grafana variables: `$agent` (a regex over the agents,
-`.*` for all) and `$__rate_interval`. tests/prometheus.rs evaluates every expression
+`.*` for all) and `$__rate_interval`. tests/it/prometheus.rs evaluates every expression
 against a real Prometheus scraping a proxy and an orchestrator under traffic.
 """
 
