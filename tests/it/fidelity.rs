@@ -120,6 +120,11 @@ fn drill(agent: &'static str, writes: &[Value], reads: &[Value], store: &str) {
 
     // 2. Live: the orchestrator answers; legacy, asked directly after, says the same.
     move_to(&rig, LIVE, "live");
+    let legacy_before = metric_of(
+        &rig,
+        "memshift_served_total",
+        &[("agent", agent), ("backend", "legacy")],
+    );
     for r in reads {
         let answered = send(&via, r);
         let legacy = send(&direct, r);
@@ -129,11 +134,19 @@ fn drill(agent: &'static str, writes: &[Value], reads: &[Value], store: &str) {
             "{r}: the orchestrator's answer is not the agent's"
         );
     }
-    let served = metric_of(
-        &rig,
-        "memshift_served_total",
-        &[("agent", agent), ("backend", "orchestrator")],
-    );
+    // A reply reaches the client just before its read is counted: wait for every read to be
+    // counted, by one backend or the other.
+    let count = |backend: &str| {
+        metric_of(
+            &rig,
+            "memshift_served_total",
+            &[("agent", agent), ("backend", backend)],
+        )
+    };
+    wait_for("every live read counted", TIMEOUT, || {
+        (count("orchestrator") + count("legacy") - legacy_before >= n).then_some(())
+    });
+    let served = count("orchestrator");
     assert_eq!(
         served,
         n,
@@ -452,6 +465,9 @@ fn a_cut_made_by_a_read_stays_until_the_next_add_in_live_answers_too() {
         );
         assert_eq!(summary_of(&answered), cut);
     }
+    wait_for("3 reads counted", TIMEOUT, || {
+        (served(&rig) >= 3.0).then_some(())
+    });
     assert_eq!(served(&rig), 3.0);
 
     // The next add rebuilds the summary, and the whole text is back.
@@ -464,6 +480,9 @@ fn a_cut_made_by_a_read_stays_until_the_next_add_in_live_answers_too() {
         masked(Profile::ContextualMemory, &legacy)
     );
     assert!(summary_of(&answered).chars().count() > 300);
+    wait_for("4 reads counted", TIMEOUT, || {
+        (served(&rig) >= 4.0).then_some(())
+    });
     assert_eq!(served(&rig), 4.0, "answered by the orchestrator");
     // One cut kept: the repeat and the shadow reads' same cut were not; reads the
     // orchestrator answered cut nothing the agent holds.

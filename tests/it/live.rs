@@ -22,6 +22,16 @@ fn served(m: &str, agent: &str, backend: &str) -> f64 {
     )
 }
 
+/// Waits until the orchestrator has served `n` reads of `agent` in all, and says so: the
+/// reply reaches the client just before the read is counted.
+fn served_by_orchestrator(rig: &Rig, agent: &str, n: f64) {
+    rig.proxy
+        .metrics_when(&format!("{n} reads served by the orchestrator"), |m| {
+            served(m, agent, "orchestrator") >= n
+        });
+    assert_eq!(served(&rig.proxy.metrics_text(), agent, "orchestrator"), n);
+}
+
 /// Sends `requests` through the proxy (writes and reads in order); each read's reply must
 /// equal, volatile fields aside, what the legacy agent answers when asked directly right
 /// after.
@@ -69,12 +79,7 @@ fn in_live_every_session_read_equals_the_legacy_reply() {
         json!({"action": "get_context", "session_id": "unknown"}),
     ];
     let n = check_reads(&rig, Profile::SessionMemory, &reads);
-    let m = rig.proxy.metrics_text();
-    assert_eq!(
-        served(&m, "session_memory", "orchestrator"),
-        n as f64,
-        "{m}"
-    );
+    served_by_orchestrator(&rig, "session_memory", n as f64);
     // Read your writes: a read right after a write is answered correctly (by legacy while
     // the write is on its way, by the orchestrator after).
     let mut mixed = Vec::new();
@@ -105,12 +110,7 @@ fn in_live_every_contextual_read_equals_the_legacy_reply() {
         json!({"action": "get_context", "session_id": "c", "max_tokens": 20}),
     ];
     let n = check_reads(&rig, Profile::ContextualMemory, &reads);
-    let m = rig.proxy.metrics_text();
-    assert_eq!(
-        served(&m, "contextual_memory", "orchestrator"),
-        n as f64,
-        "{m}"
-    );
+    served_by_orchestrator(&rig, "contextual_memory", n as f64);
 }
 
 #[test]
@@ -137,8 +137,10 @@ fn in_live_every_jarvis_read_equals_the_legacy_reply() {
         json!({"action": "get_memories", "user_id": "nobody"}),
     ];
     check_reads(&rig, Profile::JarvisMemory, &reads);
-    let m = rig.proxy.metrics_text();
-    assert!(served(&m, "jarvis_memory", "orchestrator") >= 2.0, "{m}");
+    rig.proxy
+        .metrics_when("2 reads served by the orchestrator", |m| {
+            served(m, "jarvis_memory", "orchestrator") >= 2.0
+        });
 }
 
 #[test]
@@ -226,10 +228,7 @@ fn a_live_read_of_a_session_the_agent_expired_is_the_agents_empty_context() {
         "too slow to see it alive"
     );
     assert_eq!(alive["context"][0]["content"], "remember me");
-    assert_eq!(
-        served(&rig.proxy.metrics_text(), "session_memory", "orchestrator"),
-        1.0
-    );
+    served_by_orchestrator(&rig, "session_memory", 1.0);
     // Past its hour: the agent forgot it, and so does the answer.
     wait_for("the agent's cleanup", TIMEOUT, || {
         let legacy: Value = serde_json::from_slice(&request(&direct, READ_BRIEF)).unwrap();
@@ -268,10 +267,7 @@ fn serve_forgotten_answers_from_the_orchestrators_fuller_history() {
     });
     let kept: Value = serde_json::from_slice(&request(&via, READ_BRIEF)).unwrap();
     assert_eq!(kept["context"][0]["content"], "remember me");
-    assert_eq!(
-        served(&rig.proxy.metrics_text(), "session_memory", "orchestrator"),
-        1.0
-    );
+    served_by_orchestrator(&rig, "session_memory", 1.0);
 }
 
 /// In `rampdown` the orchestrator takes writes first, and must refuse one into a session
@@ -371,8 +367,5 @@ fn a_live_read_of_a_session_the_agent_pushed_out_of_its_100_is_the_agents_answer
         request(&via, kept.as_bytes()),
         request(&direct, kept.as_bytes())
     );
-    assert_eq!(
-        served(&rig.proxy.metrics_text(), "session_memory", "orchestrator"),
-        served_before + 1.0
-    );
+    served_by_orchestrator(&rig, "session_memory", served_before + 1.0);
 }
