@@ -153,15 +153,13 @@ impl Intake {
         let effect = translate::read_effect(self.profile, &read.request, &read.reply)?;
         let key = &effect.mirror.key;
         // The key's last change: earlier in this batch, else remembered from before it.
-        let last = match accepted.iter().rev().find(|a| &a.mirror.key == key) {
-            Some(a) => a.read.then(|| a.mirror.ops.clone()),
-            None => self
-                .effects
-                .get(key)
-                .filter(|(_, count)| *count == self.reverse.appended_in(key))
-                .map(|(ops, _)| ops.clone()),
+        let same = match accepted.iter().rev().find(|a| &a.mirror.key == key) {
+            Some(a) => a.read && a.mirror.ops == effect.mirror.ops,
+            None => self.effects.get(key).is_some_and(|(ops, count)| {
+                *count == self.reverse.appended_in(key) && *ops == effect.mirror.ops
+            }),
         };
-        if effect.idempotent && last.as_ref() == Some(&effect.mirror.ops) {
+        if effect.idempotent && same {
             return None;
         }
         accepted.push(Accepted {
@@ -179,6 +177,10 @@ impl Intake {
     /// Remembers a read's change once it is in the outbox; forgets it at the key's next
     /// write (which may have rebuilt what the read changed), in the batch's order.
     fn remember(&mut self, a: &Accepted) {
+        // Nothing to remember for a profile whose reads change nothing.
+        if !self.profile.reads_change_state() {
+            return;
+        }
         let key = &a.mirror.key;
         if !a.read {
             self.effects.remove(key);

@@ -307,7 +307,9 @@ impl Forwarder {
         let keys = self.mirror.as_ref().map(|m| m as &dyn route::KeyState);
         let decided = route::route(&request, &flags, keys);
         let slot = classified.slot(self.profile);
-        let action = action_at(self.profile, slot).0;
+        // The action's label is looked up only where it is used (not in stage off).
+        let profile = self.profile;
+        let action = move || action_at(profile, slot).0;
         let legacy = match decided {
             Route::Guard(refusal) => return self.refuse(envelope, &body, slot, refusal),
             Route::Serve {
@@ -322,7 +324,7 @@ impl Forwarder {
                     control.send(Command::Served { token, served });
                 });
                 let mirror = self.mirror.as_ref().expect("routed with a mirror");
-                match mirror.serve(action, key, parsed, queries, reply) {
+                match mirror.serve(action(), key, parsed, queries, reply) {
                     Ok(()) => {
                         let budget = mirror.live_budget();
                         let p = LivePending::read(envelope, body, slot, received, budget)
@@ -336,7 +338,8 @@ impl Forwarder {
                     },
                 }
             }
-            Route::TakeFirst { key, plan } => match self.take_first(action, key, *plan, received) {
+            Route::TakeFirst { key, plan } => match self.take_first(action(), key, *plan, received)
+            {
                 Ok((token, taken)) => {
                     let budget = self
                         .mirror
@@ -351,7 +354,7 @@ impl Forwarder {
             },
             Route::Legacy(legacy) => legacy,
         };
-        self.send_to_legacy(envelope, body, slot, received, action, legacy)
+        self.send_to_legacy(envelope, body, slot, received, legacy)
     }
 
     /// Sends a request to the legacy agent, with what the mirror gets once it has answered
@@ -362,12 +365,11 @@ impl Forwarder {
         body: Vec<Message>,
         slot: usize,
         received: Instant,
-        action: &'static str,
         legacy: route::Legacy,
     ) -> zmq::Result<()> {
         let mut copy = None;
         if let Some(mirror) = &self.mirror {
-            let class = action_at(self.profile, slot).1;
+            let (action, class) = action_at(self.profile, slot);
             if let Some(reason) = legacy.fallback {
                 mirror.metrics().fallback(reason);
             }
@@ -390,6 +392,7 @@ impl Forwarder {
         if tracing::enabled!(tracing::Level::DEBUG) {
             // Ids and the action only: request bodies are users' private data.
             let request_id = classify::request_id(&body[0]);
+            let action = action_at(self.profile, slot).0;
             debug!(agent = %self.name, action, request_id, "forwarding request");
         }
         let pending = Pending {
